@@ -1,0 +1,30 @@
+import { pino } from 'pino'
+
+/** The logger type every component takes. */
+export type Logger = pino.Logger
+
+/** Creates the root logger. Secrets are redacted wherever they might appear. */
+export function createLogger(options: { level?: string | undefined; name?: string } = {}): Logger {
+  return pino({
+    name: options.name ?? 'gpufabric',
+    level: options.level ?? process.env['LOG_LEVEL'] ?? process.env['GPUF_LOG_LEVEL'] ?? 'info',
+    redact: {
+      paths: [
+        'token',
+        'apiKey',
+        'api_key',
+        'authorization',
+        'password',
+        '*.token',
+        '*.apiKey',
+        '*.authorization',
+      ],
+      censor: '[redacted]',
+    },
+  })
+}
+
+/** A logger that writes nothing (tests, embedded use). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' })
+}

@@ -1,0 +1,115 @@
+import type { WorkerSession } from './worker-session.js'
+
+/**
+ * Connected workers and the models they serve. Lookups on the request path are a
+ * map hit plus a power-of-two-choices pick; nothing here allocates per request
+ * beyond what the caller asks for.
+ */
+export class WorkerRegistry {
+  readonly #byClientId = new Map<string, WorkerSession>()
+  readonly #byModel = new Map<string, WorkerSession[]>()
+  readonly #byDataToken = new Map<string, WorkerSession>()
+
+  /** Number of logged-in workers. */
+  get size(): number {
+    return this.#byClientId.size
+  }
+
+  /** Every logged-in worker. */
+  workers(): IterableIterator<WorkerSession> {
+    return this.#byClientId.values()
+  }
+
+  byClientId(clientId: string): WorkerSession | undefined {
+    return this.#byClientId.get(clientId)
+  }
+
+  byDataToken(token: string): WorkerSession | undefined {
+    return this.#byDataToken.get(token)
+  }
+
+  /** Adds a session; the caller has already evicted any older one with the same client id. */
+  add(session: WorkerSession): void {
+    this.#byClientId.set(session.clientId, session)
+    this.#byDataToken.set(session.dataToken, session)
+    this.#index(session)
+  }
+
+  /** Removes a session (only if it is still the current one for its client id). */
+  remove(session: WorkerSession): void {
+    if (this.#byClientId.get(session.clientId) === session) this.#byClientId.delete(session.clientId)
+    this.#byDataToken.delete(session.dataToken)
+    this.#unindex(session)
+  }
+
+  /** Replaces a session's model list. */
+  setModels(session: WorkerSession, models: readonly string[]): void {
+    this.#unindex(session)
+    session.models = models
+    if (this.#byClientId.get(session.clientId) === session) this.#index(session)
+  }
+
+  /** Names of every model some worker serves, sorted. */
+  models(): string[] {
+    return [...this.#byModel.keys()].sort()
+  }
+
+  /** True when some worker announces the model (under that name or `name:latest`). */
+  hasModel(model: string): boolean {
+    return this.#candidates(model) !== undefined
+  }
+
+  /**
+   * Picks a routable worker serving `model`: two random candidates, the one with fewer
+   * requests in flight wins (relative to capacity when stated). `exclude` skips workers
+   * a request has already failed on.
+   */
+  pick(model: string, exclude?: ReadonlySet<WorkerSession>): WorkerSession | undefined {
+    const list = this.#candidates(model)
+    if (list === undefined) return undefined
+    const n = list.length
+    if (n === 1) {
+      const only = list[0]!
+      return only.routable && !exclude?.has(only) ? only : undefined
+    }
+    let a: WorkerSession | undefined
+    let b: WorkerSession | undefined
+    const start = (Math.random() * n) | 0
+    for (let i = 0; i < n && b === undefined; i++) {
+      const w = list[(start + i) % n]!
+      if (!w.routable || exclude?.has(w)) continue
+      if (a === undefined) a = w
+      else b = w
+    }
+    if (a === undefined || b === undefined) return a
+    return load(b) < load(a) ? b : a
+  }
+
+  #candidates(model: string): WorkerSession[] | undefined {
+    return (
+      this.#byModel.get(model) ?? (model.includes(':') ? undefined : this.#byModel.get(`${model}:latest`))
+    )
+  }
+
+  #index(session: WorkerSession): void {
+    for (const model of session.models) {
+      const list = this.#byModel.get(model)
+      if (list === undefined) this.#byModel.set(model, [session])
+      else if (!list.includes(session)) list.push(session)
+    }
+  }
+
+  #unindex(session: WorkerSession): void {
+    for (const model of session.models) {
+      const list = this.#byModel.get(model)
+      if (list === undefined) continue
+      const i = list.indexOf(session)
+      if (i >= 0) list.splice(i, 1)
+      if (list.length === 0) this.#byModel.delete(model)
+    }
+  }
+}
+
+function load(w: WorkerSession): number {
+  return w.capacity > 0 ? w.inflight / w.capacity : w.inflight
+}

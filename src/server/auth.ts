@@ -1,0 +1,44 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { Login } from '../protocol/index.js'
+
+/** Decides whether a worker may log in. */
+export type WorkerAuthenticator = (login: Login) => Promise<{ ok: true } | { ok: false; reason: string }>
+
+/** Hashes a secret so two secrets compare in constant time whatever their lengths. */
+function digest(secret: string): Buffer {
+  return createHash('sha256').update(secret).digest()
+}
+
+/** Constant-time comparison of two secrets. */
+export function secretsEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b))
+}
+
+/** Workers authenticate with one shared token (the zero-configuration default). */
+export function sharedTokenAuthenticator(token: string): WorkerAuthenticator {
+  const expected = digest(token)
+  return async (login) =>
+    timingSafeEqual(digest(login.token), expected)
+      ? { ok: true }
+      : { ok: false, reason: 'invalid worker token' }
+}
+
+/**
+ * Checks a user's API key against the static key(s). Compares digests in constant time;
+ * the digest of each static key is computed once.
+ */
+export class StaticKeyAuthenticator {
+  readonly #digests: Buffer[]
+
+  constructor(keys: readonly string[]) {
+    this.#digests = keys.filter((k) => k.length > 0).map(digest)
+  }
+
+  /** True when `key` is one of the static keys. */
+  check(key: string): boolean {
+    const d = digest(key)
+    let ok = false
+    for (const expected of this.#digests) ok = timingSafeEqual(d, expected) || ok
+    return ok
+  }
+}

@@ -1,0 +1,108 @@
+import { once } from 'node:events'
+import { type ClientHttp2Session, constants as h2, connect as h2connect } from 'node:http2'
+import type { AddressInfo } from 'node:net'
+import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls'
+import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
+import type { Logger } from '../../observability/logger.js'
+import type { WorkerRegistry } from '../../routing/registry.js'
+import { TLS13 } from '../../tls/index.js'
+
+/** Path of the one-time bind request the server sends on a new data link. */
+export const BIND_PATH = '/.gpuf/bind'
+/** Response header carrying the data token from the control login. */
+export const DATA_TOKEN_HEADER = 'x-gpuf-data-token'
+
+/** Options of the proxy-port server. */
+export interface DataPlaneServerOptions {
+  readonly host: string
+  readonly port: number
+  readonly cert: string
+  readonly key: string
+  readonly registry: WorkerRegistry
+  readonly logger: Logger
+  readonly bindTimeoutMs?: number
+}
+
+/** HTTP/2 settings of a data link: big windows, so one link carries many fast streams. */
+export const DATA_LINK_SETTINGS = {
+  initialWindowSize: LIMITS.h2StreamWindowBytes,
+  maxFrameSize: LIMITS.h2MaxFrameBytes,
+  maxConcurrentStreams: LIMITS.maxConcurrentStreams,
+  enablePush: false,
+} as const
+
+/**
+ * The proxy port. A worker dials in over TLS 1.3 (ALPN h2) and keeps the connection; the
+ * server speaks HTTP/2 *as the client* over that socket, so each user request is one new
+ * stream on a connection that already exists: no per-request set-up, no pairing round trip.
+ * The link is bound to its worker by a token handed out on the control channel.
+ */
+export class DataPlaneServer {
+  readonly #options: DataPlaneServerOptions
+  readonly #server: TlsServer
+  readonly #links = new Set<ClientHttp2Session>()
+
+  constructor(options: DataPlaneServerOptions) {
+    this.#options = options
+    this.#server = createTlsServer(
+      { ...TLS13, cert: options.cert, key: options.key, ALPNProtocols: ['h2'] },
+      (socket) => this.#onConnection(socket),
+    )
+    this.#server.on('tlsClientError', (err, socket) => {
+      options.logger.debug({ err: err.message }, 'proxy TLS handshake failed')
+      socket.destroy()
+    })
+  }
+
+  async start(): Promise<number> {
+    this.#server.listen(this.#options.port, this.#options.host)
+    await once(this.#server, 'listening')
+    return (this.#server.address() as AddressInfo).port
+  }
+
+  async stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    for (const link of this.#links) link.destroy()
+    await closed
+  }
+
+  #onConnection(socket: TLSSocket): void {
+    const { logger, registry } = this.#options
+    if (socket.alpnProtocol !== 'h2') {
+      socket.destroy()
+      return
+    }
+    socket.setNoDelay(true)
+    const link = h2connect('https://worker', {
+      createConnection: () => socket,
+      settings: DATA_LINK_SETTINGS,
+      maxSessionMemory: 64,
+    })
+    this.#links.add(link)
+    // Garbage from the peer is a protocol error on this session only.
+    link.on('error', (err) => logger.debug({ err: err.message }, 'data link error'))
+    link.on('close', () => this.#links.delete(link))
+    link.on('connect', () => link.setLocalWindowSize(LIMITS.h2ConnectionWindowBytes))
+
+    const timer = setTimeout(() => link.destroy(), this.#options.bindTimeoutMs ?? TIMEOUTS.bindMs)
+    timer.unref()
+    const bind = link.request(
+      { [h2.HTTP2_HEADER_METHOD]: 'POST', [h2.HTTP2_HEADER_PATH]: BIND_PATH },
+      { endStream: true },
+    )
+    bind.on('error', () => link.destroy())
+    bind.on('response', (headers) => {
+      clearTimeout(timer)
+      bind.resume()
+      const token = headers[DATA_TOKEN_HEADER]
+      const session = typeof token === 'string' ? registry.byDataToken(token) : undefined
+      if (session === undefined || session.channel.closed) {
+        logger.warn({ remote: socket.remoteAddress }, 'data link with an unknown token refused')
+        link.destroy()
+        return
+      }
+      session.addLink(link)
+      logger.debug({ clientId: session.clientId, links: session.linkCount }, 'data link bound')
+    })
+  }
+}

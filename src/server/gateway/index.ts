@@ -1,0 +1,343 @@
+import { once } from 'node:events'
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
+import { createSecureServer, constants as h2, type IncomingHttpHeaders } from 'node:http2'
+import type { AddressInfo } from 'node:net'
+import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
+import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
+import type { Logger } from '../../observability/logger.js'
+import type { WorkerRegistry } from '../../routing/registry.js'
+import type { WorkerSession } from '../../routing/worker-session.js'
+import { TLS13 } from '../../tls/index.js'
+import type { StaticKeyAuthenticator } from '../auth.js'
+import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
+import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
+
+/** Inference routes forwarded to a worker, with their API family. */
+const FORWARDED: ReadonlyMap<string, ApiFamily> = new Map([
+  ['/v1/chat/completions', 'openai'],
+  ['/v1/completions', 'openai'],
+  ['/v1/embeddings', 'openai'],
+  ['/api/chat', 'ollama'],
+  ['/api/generate', 'ollama'],
+  ['/api/embed', 'ollama'],
+  ['/api/embeddings', 'ollama'],
+])
+
+/** Ollama API version we answer `/api/version` with (clients check it for features). */
+const OLLAMA_COMPAT_VERSION = '0.6.0'
+
+/** Options of the public port. */
+export interface GatewayOptions {
+  readonly host: string
+  readonly port: number
+  readonly registry: WorkerRegistry
+  readonly keys: StaticKeyAuthenticator
+  readonly logger: Logger
+  readonly version: string
+  /** Serve HTTPS (TLS 1.3, HTTP/2 and HTTP/1.1) with this certificate. */
+  readonly tls?: { cert: string; key: string } | undefined
+  readonly maxBodyBytes?: number
+  readonly maxAttempts?: number
+  readonly firstByteTimeoutMs?: number
+  readonly idleTimeoutMs?: number
+}
+
+type Outcome = 'done' | 'retry'
+
+/**
+ * The public port: API-key authentication, OpenAI- and Ollama-compatible routes, and the
+ * forwarding of each request as one HTTP/2 stream to a worker that serves its model.
+ * Bodies are forwarded as received (parsed once for the model name, never re-serialised);
+ * responses are relayed chunk by chunk with backpressure.
+ */
+export class Gateway {
+  readonly #options: GatewayOptions
+  readonly #server: Server
+  readonly #maxBodyBytes: number
+  readonly #maxAttempts: number
+  readonly #firstByteMs: number
+  readonly #idleMs: number
+  #requestSeq = 0
+  readonly #requestPrefix = Math.random().toString(36).slice(2, 8)
+
+  constructor(options: GatewayOptions) {
+    this.#options = options
+    this.#maxBodyBytes = options.maxBodyBytes ?? LIMITS.maxRequestBodyBytes
+    this.#maxAttempts = options.maxAttempts ?? LIMITS.maxAttemptsPerRequest
+    this.#firstByteMs = options.firstByteTimeoutMs ?? TIMEOUTS.firstByteMs
+    this.#idleMs = options.idleTimeoutMs ?? TIMEOUTS.idleMs
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res)
+    this.#server =
+      options.tls === undefined
+        ? createHttpServer({ noDelay: true, keepAliveTimeout: 65_000 }, handler)
+        : (createSecureServer(
+            { ...TLS13, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true },
+            handler as never,
+          ) as unknown as Server)
+  }
+
+  async start(): Promise<number> {
+    this.#server.listen(this.#options.port, this.#options.host)
+    await once(this.#server, 'listening')
+    return (this.#server.address() as AddressInfo).port
+  }
+
+  async stop(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    ;(this.#server as Partial<Server>).closeAllConnections?.()
+    await closed
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    const path = q < 0 ? url : url.slice(0, q)
+    const forwarded = FORWARDED.get(path)
+    const api: ApiFamily = forwarded ?? (path.startsWith('/api/') ? 'ollama' : 'openai')
+
+    if (path === '/health' || path === '/healthz') {
+      sendJson(res, 200, { status: 'ok' })
+      return
+    }
+    if (!this.#authorised(req.headers)) {
+      sendError(
+        res,
+        api,
+        ErrorCodes.UNAUTHORIZED,
+        'invalid or missing API key (use Authorization: Bearer <key> or x-api-key)',
+      )
+      req.resume()
+      return
+    }
+    if (forwarded !== undefined) {
+      if (req.method !== 'POST') {
+        sendError(res, api, ErrorCodes.METHOD_NOT_ALLOWED, `${path} takes POST`, { allow: 'POST' })
+        req.resume()
+        return
+      }
+      this.#readAndForward(req, res, url, forwarded)
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendError(res, api, ErrorCodes.NOT_FOUND, `no route for ${req.method} ${path}`)
+      req.resume()
+      return
+    }
+    const { registry } = this.#options
+    switch (path) {
+      case '/':
+        sendJson(res, 200, {
+          name: 'gpufabric',
+          version: this.#options.version,
+          status: 'ok',
+          workers: registry.size,
+          models: registry.models(),
+        })
+        return
+      case '/v1/models':
+        sendJson(res, 200, modelsAsOpenAI(registry))
+        return
+      case '/api/tags':
+        sendJson(res, 200, modelsAsOllamaTags(registry))
+        return
+      case '/api/version':
+        sendJson(res, 200, { version: OLLAMA_COMPAT_VERSION })
+        return
+    }
+    if (path.startsWith('/v1/models/')) {
+      const id = decodeURIComponent(path.slice('/v1/models/'.length))
+      const model = modelsAsOpenAI(registry).data.find((m) => m.id === id)
+      if (model === undefined)
+        sendError(res, 'openai', ErrorCodes.MODEL_NOT_FOUND, `model '${id}' is not served by any worker`)
+      else sendJson(res, 200, model)
+      return
+    }
+    sendError(res, api, ErrorCodes.NOT_FOUND, `no route for ${req.method} ${path}`)
+  }
+
+  #authorised(headers: IncomingHttpHeaders): boolean {
+    const auth = headers.authorization
+    let key: string | undefined
+    if (auth !== undefined && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ')
+      key = auth.slice(7).trim()
+    else {
+      const header = headers['x-api-key']
+      key = Array.isArray(header) ? header[0] : header
+    }
+    return key !== undefined && key.length > 0 && this.#options.keys.check(key)
+  }
+
+  #readAndForward(req: IncomingMessage, res: ServerResponse, url: string, api: ApiFamily): void {
+    const declared = Number(req.headers['content-length'] ?? -1)
+    if (declared > this.#maxBodyBytes) {
+      this.#tooLarge(req, res, api)
+      return
+    }
+    const chunks: Buffer[] = []
+    let size = 0
+    let aborted = false
+    req.on('data', (chunk: Buffer) => {
+      if (aborted) return
+      size += chunk.length
+      if (size > this.#maxBodyBytes) {
+        aborted = true
+        this.#tooLarge(req, res, api)
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (aborted) return
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+      void this.#forward(res, url, api, body)
+    })
+  }
+
+  #tooLarge(req: IncomingMessage, res: ServerResponse, api: ApiFamily): void {
+    // Answer at once and close: reading the rest of an oversized body only wastes our memory.
+    sendError(res, api, ErrorCodes.BODY_TOO_LARGE, `request body exceeds ${this.#maxBodyBytes} bytes`, {
+      connection: 'close',
+    })
+    req.resume()
+  }
+
+  async #forward(res: ServerResponse, url: string, api: ApiFamily, body: Buffer): Promise<void> {
+    const model = modelOf(body)
+    if (model === null) {
+      sendError(res, api, ErrorCodes.BAD_REQUEST, 'request body is not valid JSON')
+      return
+    }
+    if (model === undefined) {
+      sendError(res, api, ErrorCodes.MODEL_REQUIRED, "request body needs a 'model' string")
+      return
+    }
+    const { registry } = this.#options
+    if (!registry.hasModel(model)) {
+      if (registry.size === 0) sendError(res, api, ErrorCodes.NO_WORKER, 'no worker is connected')
+      else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
+      return
+    }
+    const requestId = `${this.#requestPrefix}-${++this.#requestSeq}`
+    const headers = {
+      [h2.HTTP2_HEADER_METHOD]: 'POST',
+      [h2.HTTP2_HEADER_PATH]: url,
+      'content-type': 'application/json',
+      'content-length': body.length,
+      'x-request-id': requestId,
+    }
+    let tried: Set<WorkerSession> | undefined
+    for (let attempt = 0; attempt < this.#maxAttempts; attempt++) {
+      if (res.destroyed) return
+      const worker = registry.pick(model, tried)
+      if (worker === undefined) break
+      if ((await this.#attempt(worker, res, headers, body)) === 'done') return
+      tried ??= new Set()
+      tried.add(worker)
+    }
+    sendError(res, api, ErrorCodes.NO_WORKER, `no worker serving '${model}' could take the request`, {
+      'retry-after': '1',
+    })
+  }
+
+  /**
+   * One try on one worker. Resolves 'retry' when the stream failed before any response
+   * byte (safe to send elsewhere), 'done' once the response has started.
+   */
+  #attempt(
+    worker: WorkerSession,
+    res: ServerResponse,
+    headers: Record<string, string | number>,
+    body: Buffer,
+  ): Promise<Outcome> {
+    return new Promise((resolve) => {
+      let stream: ReturnType<WorkerSession['request']>
+      try {
+        stream = worker.request(headers)
+      } catch {
+        stream = undefined
+      }
+      if (stream === undefined) {
+        resolve('retry')
+        return
+      }
+      const s = stream
+      worker.inflight++
+      let responded = false
+      let ended = false
+      let contentType = ''
+      const onClientGone = () => {
+        if (!ended) s.close(h2.NGHTTP2_CANCEL)
+      }
+      const onDrain = () => s.resume()
+      res.once('close', onClientGone)
+      s.setTimeout(this.#firstByteMs, () => s.close(h2.NGHTTP2_CANCEL))
+      s.on('error', () => {})
+      s.once('response', (responseHeaders) => {
+        responded = true
+        s.setTimeout(this.#idleMs, () => s.close(h2.NGHTTP2_CANCEL))
+        const status = Number(responseHeaders[h2.HTTP2_HEADER_STATUS] ?? 502)
+        const out: Record<string, string | string[]> = {}
+        for (const name in responseHeaders) {
+          if (name.charCodeAt(0) === 58 /* ':' */) continue
+          const value = responseHeaders[name]
+          if (value !== undefined) out[name] = value
+        }
+        contentType = String(responseHeaders['content-type'] ?? '')
+        res.writeHead(status, out)
+        // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
+        if (responseHeaders['content-length'] === undefined) res.flushHeaders()
+        resolve('done')
+      })
+      s.on('data', (chunk: Buffer) => {
+        if (!res.write(chunk)) s.pause()
+      })
+      res.on('drain', onDrain)
+      s.once('end', () => {
+        ended = true
+        res.end()
+      })
+      s.once('close', () => {
+        worker.inflight--
+        res.off('close', onClientGone)
+        res.off('drain', onDrain)
+        if (!responded) {
+          resolve('retry')
+          return
+        }
+        if (ended || res.destroyed || res.writableEnded) return
+        // The worker went away mid-response: end with an explicit error, never a silent success.
+        const event = streamErrorEvent(contentType, 'the worker serving this request failed mid-response')
+        if (event === undefined) res.destroy()
+        else res.end(event)
+      })
+      s.end(body)
+    })
+  }
+}
+
+/** The `model` of a JSON body: the name, `undefined` when absent or not a string, `null` when not JSON. */
+function modelOf(body: Buffer): string | undefined | null {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body.toString('utf8'))
+  } catch {
+    return null
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
+  const model = (parsed as { model?: unknown }).model
+  return typeof model === 'string' && model.length > 0 ? model : undefined
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const body = JSON.stringify(value)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  res.end(body)
+}
+
+/** Re-exported so callers map errors in one place. */
+export type { ErrorCode }

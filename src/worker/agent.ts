@@ -1,0 +1,327 @@
+import { EventEmitter } from 'node:events'
+import { createServer as createH2Server, type Http2Server } from 'node:http2'
+import { arch, hostname, platform } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { TLSSocket } from 'node:tls'
+import { LIMITS, TIMEOUTS } from '../config/defaults.js'
+import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
+import { type Logger, silentLogger } from '../observability/logger.js'
+import { ControlChannel, type ControlMessage, type LoginOk, MessageType } from '../protocol/index.js'
+import { DATA_LINK_SETTINGS } from '../server/dataplane/index.js'
+import { connectTls, type ServerTrust } from '../tls/index.js'
+import { VERSION } from '../version.js'
+import type { Engine } from './engines/types.js'
+import { createStreamHandler, type StreamHandlerContext } from './handler.js'
+import { HostMetrics } from './metrics.js'
+
+/** Options of a worker agent. */
+export interface WorkerAgentOptions {
+  readonly serverHost: string
+  readonly controlPort: number
+  readonly proxyPort: number
+  readonly clientId: string
+  readonly token: string
+  readonly trust: ServerTrust
+  readonly engine: Engine
+  readonly logger?: Logger
+  /** Requests the worker takes at once, reported to the server (0 = unstated). */
+  readonly capacity?: number
+  readonly connectTimeoutMs?: number
+  readonly loginTimeoutMs?: number
+  readonly reconnectBaseMs?: number
+  readonly reconnectMaxMs?: number
+  readonly modelRefreshMs?: number
+}
+
+interface WorkerAgentEvents {
+  /** Logged in and the data link(s) are open. */
+  ready: [LoginOk]
+  /** The control session ended; the agent will reconnect unless stopped or evicted. */
+  disconnected: [FabricError | undefined]
+  /** Another process logged in with this client id; this agent stops. */
+  evicted: [string]
+  /** The server refused the credential (the agent keeps retrying with backoff). */
+  refused: [string]
+}
+
+/**
+ * The worker side: dials the control port, logs in, keeps its data link(s) to the proxy
+ * port open and serves the server's streams from the local engine. Reconnects forever with
+ * capped exponential backoff and jitter, until stopped or evicted.
+ */
+export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
+  readonly #options: WorkerAgentOptions
+  readonly #logger: Logger
+  readonly #h2: Http2Server
+  readonly #ctx: StreamHandlerContext
+  readonly #shutdown = new AbortController()
+  readonly #metrics = new HostMetrics()
+  #loop: Promise<void> | undefined
+  #session: LoginOk | undefined
+  #models: string[] = []
+  #evicted = false
+
+  constructor(options: WorkerAgentOptions) {
+    super()
+    this.#options = options
+    this.#logger = options.logger ?? silentLogger()
+    this.#ctx = {
+      engine: options.engine,
+      logger: this.#logger,
+      dataToken: () => this.#session?.dataToken,
+      inflight: 0,
+    }
+    this.#h2 = createH2Server({ settings: DATA_LINK_SETTINGS, maxSessionMemory: 64 })
+    this.#h2.on('session', (session) => {
+      session.on('error', () => {})
+      session.on('connect', () => session.setLocalWindowSize(LIMITS.h2ConnectionWindowBytes))
+    })
+    this.#h2.on('stream', createStreamHandler(this.#ctx))
+  }
+
+  /** Requests running on the engine now. */
+  get inflight(): number {
+    return this.#ctx.inflight
+  }
+
+  /** True while logged in. */
+  get connected(): boolean {
+    return this.#session !== undefined
+  }
+
+  /** Starts the connect loop (returns at once). */
+  start(): void {
+    this.#loop ??= this.#run()
+  }
+
+  /** Resolves once logged in with data links up (or rejects on abort/eviction). */
+  async ready(signal?: AbortSignal): Promise<void> {
+    if (this.#session !== undefined) return
+    await new Promise<void>((resolve, reject) => {
+      const onReady = () => {
+        cleanup()
+        resolve()
+      }
+      const onEvicted = (m: string) => {
+        cleanup()
+        reject(new FabricError(ErrorCodes.SESSION_EVICTED, m))
+      }
+      const onAbort = () => {
+        cleanup()
+        reject(new FabricError(ErrorCodes.ABORTED, 'aborted'))
+      }
+      const cleanup = () => {
+        this.off('ready', onReady)
+        this.off('evicted', onEvicted)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      this.on('ready', onReady)
+      this.on('evicted', onEvicted)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /** Closes the connections and waits for the loop to end. In-flight streams are cut. */
+  async stop(): Promise<void> {
+    this.#shutdown.abort()
+    await this.#loop
+    await new Promise<void>((resolve) => this.#h2.close(() => resolve()))
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#shutdown.signal
+    let attempt = 0
+    while (!signal.aborted && !this.#evicted) {
+      let loggedIn = false
+      try {
+        loggedIn = await this.#session_(signal)
+      } catch (err) {
+        if (signal.aborted) break
+        const message = isFabricError(err) ? err.message : String(err)
+        this.#logger.warn(
+          { code: isFabricError(err) ? err.code : undefined, err: message },
+          'connection to server failed',
+        )
+      }
+      if (signal.aborted || this.#evicted) break
+      if (loggedIn) attempt = 0
+      const base = this.#options.reconnectBaseMs ?? TIMEOUTS.reconnectBaseMs
+      const cap = this.#options.reconnectMaxMs ?? TIMEOUTS.reconnectMaxMs
+      const delay = Math.min(cap, base * 2 ** attempt) * (0.5 + Math.random() / 2)
+      attempt = Math.min(attempt + 1, 30)
+      this.#logger.info({ delayMs: Math.round(delay) }, 'reconnecting')
+      await sleep(delay, undefined, { signal }).catch(() => undefined)
+    }
+  }
+
+  /** One control session, from dial to disconnect. Resolves true if it logged in. */
+  async #session_(signal: AbortSignal): Promise<boolean> {
+    const o = this.#options
+    this.#models = await o.engine.listModels(signal).catch((err: unknown) => {
+      this.#logger.warn({ err: String(err) }, 'engine model discovery failed; announcing no models for now')
+      return []
+    })
+    const socket = await connectTls({
+      host: o.serverHost,
+      port: o.controlPort,
+      trust: o.trust,
+      timeoutMs: o.connectTimeoutMs ?? TIMEOUTS.connectMs,
+      signal,
+    })
+    const channel = new ControlChannel(socket, { maxFrameBytes: LIMITS.maxControlFrameBytes })
+    const links = new Set<TLSSocket>()
+    const timers: NodeJS.Timeout[] = []
+    const onAbort = () => channel.close(ErrorCodes.SHUTTING_DOWN, 'worker stopping')
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      channel.send(MessageType.Login, {
+        clientId: o.clientId,
+        token: o.token,
+        agentVersion: VERSION,
+        engineType: o.engine.type,
+        models: this.#models,
+        hostname: hostname(),
+        os: platform(),
+        arch: arch(),
+        capacity: o.capacity ?? 0,
+      })
+      const login = await this.#awaitLogin(channel)
+      this.#session = login
+      channel.startKeepalive(login.pingIntervalMs, login.pingDeadlineMs)
+      channel.on('message', (m) => this.#onMessage(channel, m))
+      const closed = new Promise<FabricError | undefined>((resolve) => channel.once('close', resolve))
+      for (let i = 0; i < login.dataConnections; i++) await this.#openLink(links, channel, signal)
+      timers.push(
+        setInterval(() => {
+          channel.send(MessageType.Heartbeat, {
+            inflight: this.#ctx.inflight,
+            metrics: this.#metrics.sample(),
+          })
+        }, login.heartbeatIntervalMs),
+        setInterval(
+          () => void this.#refreshModels(channel, signal),
+          o.modelRefreshMs ?? TIMEOUTS.modelRefreshMs,
+        ),
+      )
+      for (const t of timers) t.unref()
+      this.#logger.info({ clientId: o.clientId, models: this.#models }, 'connected to server')
+      this.emit('ready', login)
+      const err = await closed
+      this.emit('disconnected', err)
+      return true
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+      for (const t of timers) clearInterval(t)
+      this.#session = undefined
+      channel.destroy()
+      for (const link of links) link.destroy()
+    }
+  }
+
+  #awaitLogin(channel: ControlChannel): Promise<LoginOk> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          done(
+            new FabricError(ErrorCodes.TIMEOUT_LOGIN, 'server did not answer the login', { retryable: true }),
+          ),
+        this.#options.loginTimeoutMs ?? TIMEOUTS.loginMs,
+      )
+      const onMessage = (m: ControlMessage) => {
+        if (m.type === MessageType.LoginOk) done(undefined, m.body)
+        else if (m.type === MessageType.LoginError || m.type === MessageType.Close) {
+          this.emit('refused', m.body.message)
+          done(new FabricError(ErrorCodes.LOGIN_REFUSED, `server refused the login: ${m.body.message}`))
+        } else done(new FabricError(ErrorCodes.PROTOCOL, `unexpected message ${m.type} before login`))
+      }
+      const onClose = (err?: FabricError) =>
+        done(
+          err ??
+            new FabricError(ErrorCodes.LOGIN_REFUSED, 'server closed the connection during login', {
+              retryable: true,
+            }),
+        )
+      const done = (err: FabricError | undefined, ok?: LoginOk) => {
+        clearTimeout(timer)
+        channel.off('message', onMessage)
+        channel.off('close', onClose)
+        if (err !== undefined) reject(err)
+        else resolve(ok!)
+      }
+      channel.on('message', onMessage)
+      channel.on('close', onClose)
+    })
+  }
+
+  #onMessage(channel: ControlChannel, message: ControlMessage): void {
+    if (message.type !== MessageType.Close) return
+    if (message.body.code === ErrorCodes.SESSION_EVICTED) {
+      this.#evicted = true
+      this.#logger.error(
+        { clientId: this.#options.clientId },
+        'evicted: another worker logged in with this client id',
+      )
+      this.emit('evicted', message.body.message)
+    } else {
+      this.#logger.warn(
+        { code: message.body.code, reason: message.body.message },
+        'server closed the session',
+      )
+    }
+    channel.destroy()
+  }
+
+  /** Opens one data link and hands it to the HTTP/2 server; reopens it if it drops while the session lives. */
+  async #openLink(links: Set<TLSSocket>, channel: ControlChannel, signal: AbortSignal): Promise<void> {
+    const o = this.#options
+    const socket = await connectTls({
+      host: o.serverHost,
+      port: o.proxyPort,
+      trust: o.trust,
+      alpn: ['h2'],
+      timeoutMs: o.connectTimeoutMs ?? TIMEOUTS.connectMs,
+      signal,
+    })
+    if (channel.closed) {
+      socket.destroy()
+      return
+    }
+    links.add(socket)
+    const bound = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, TIMEOUTS.bindMs)
+      this.#ctx.onBind = () => {
+        clearTimeout(timer)
+        this.#ctx.onBind = undefined
+        resolve()
+      }
+    })
+    socket.once('close', () => {
+      links.delete(socket)
+      if (channel.closed || signal.aborted) return
+      // The link died but the session lives: the server keeps routing to our other links meanwhile.
+      setTimeout(() => {
+        if (!channel.closed && !signal.aborted) {
+          this.#openLink(links, channel, signal).catch((err: unknown) => {
+            this.#logger.warn({ err: String(err) }, 'data link reconnect failed; restarting session')
+            channel.destroy()
+          })
+        }
+      }, 250).unref()
+    })
+    this.#h2.emit('connection', socket)
+    await bound
+  }
+
+  async #refreshModels(channel: ControlChannel, signal: AbortSignal): Promise<void> {
+    let models: string[]
+    try {
+      models = await this.#options.engine.listModels(signal)
+    } catch {
+      return
+    }
+    if (models.length === this.#models.length && models.every((m, i) => m === this.#models[i])) return
+    this.#models = models
+    this.#logger.info({ models }, 'engine models changed')
+    channel.send(MessageType.ModelsUpdate, { models })
+  }
+}
