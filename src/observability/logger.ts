@@ -5,23 +5,27 @@ export type Logger = pino.Logger
 
 /** Creates the root logger. Secrets are redacted wherever they might appear. */
 export function createLogger(options: { level?: string | undefined; name?: string } = {}): Logger {
-  return pino({
-    name: options.name ?? 'gpufabric',
-    level: options.level ?? process.env['LOG_LEVEL'] ?? process.env['GPUF_LOG_LEVEL'] ?? 'info',
-    redact: {
-      paths: [
-        'token',
-        'apiKey',
-        'api_key',
-        'authorization',
-        'password',
-        '*.token',
-        '*.apiKey',
-        '*.authorization',
-      ],
-      censor: '[redacted]',
+  // Logs go to stderr: stdout carries what a person or a script reads (banner, keys, JSON).
+  return pino(
+    {
+      name: options.name ?? 'gpufabric',
+      level: options.level ?? process.env['LOG_LEVEL'] ?? process.env['GPUF_LOG_LEVEL'] ?? 'info',
+      redact: {
+        paths: [
+          'token',
+          'apiKey',
+          'api_key',
+          'authorization',
+          'password',
+          '*.token',
+          '*.apiKey',
+          '*.authorization',
+        ],
+        censor: '[redacted]',
+      },
     },
-  })
+    pino.destination(2),
+  )
 }
 
 /** A logger that writes nothing (tests, embedded use). */

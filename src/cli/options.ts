@@ -1,0 +1,157 @@
+import { DEFAULT_PORTS } from '../config/defaults.js'
+import type { OptionSpec } from '../config/index.js'
+import { ENGINE_TYPES } from '../worker/engines/types.js'
+
+const common: OptionSpec[] = [
+  {
+    name: 'data-dir',
+    type: 'string',
+    description: 'directory for certificates, keys and state (default ~/.gpufabric)',
+  },
+  {
+    name: 'log-level',
+    env: ['LOG_LEVEL', 'RUST_LOG'],
+    type: 'string',
+    default: 'info',
+    description: 'fatal|error|warn|info|debug|trace|silent',
+  },
+]
+
+/** Options of `gpufabric server` (and the server half of `up`). */
+export const SERVER_OPTIONS: readonly OptionSpec[] = [
+  { name: 'host', type: 'string', default: '0.0.0.0', description: 'address every port binds to' },
+  {
+    name: 'control-port',
+    type: 'int',
+    default: DEFAULT_PORTS.control,
+    description: "workers' control connections",
+  },
+  { name: 'proxy-port', type: 'int', default: DEFAULT_PORTS.proxy, description: "workers' data connections" },
+  {
+    name: 'public-port',
+    type: 'int',
+    default: DEFAULT_PORTS.public,
+    description: 'users: OpenAI/Ollama-compatible API',
+  },
+  {
+    name: 'api-port',
+    type: 'int',
+    default: DEFAULT_PORTS.api,
+    description: 'management and monitoring REST API',
+  },
+  {
+    name: 'api-key',
+    env: ['API_KEY'],
+    type: 'list',
+    secret: true,
+    description:
+      'static API key(s) accepted on the public port (comma-separated); created in the data dir when not given',
+  },
+  {
+    name: 'worker-token',
+    env: ['WORKER_TOKEN'],
+    type: 'string',
+    secret: true,
+    description: 'credential workers log in with; created in the data dir when not given',
+  },
+  {
+    name: 'proxy-cert-chain-path',
+    env: ['PROXY_CERT_CHAIN_PATH'],
+    type: 'string',
+    description:
+      'PEM certificate chain of the control and proxy ports (self-signed one created when not given)',
+  },
+  {
+    name: 'proxy-private-key-path',
+    env: ['PROXY_PRIVATE_KEY_PATH'],
+    type: 'string',
+    description: 'PEM private key for --proxy-cert-chain-path',
+  },
+  {
+    name: 'public-cert-path',
+    type: 'string',
+    description: 'serve the public port over HTTPS (TLS 1.3) with this PEM certificate chain',
+  },
+  { name: 'public-key-path', type: 'string', description: 'PEM private key for --public-cert-path' },
+  {
+    name: 'database-url',
+    env: ['DATABASE_URL'],
+    type: 'string',
+    secret: true,
+    description: 'PostgreSQL URL (not used yet: keys come from --api-key)',
+  },
+  {
+    name: 'redis-url',
+    env: ['REDIS_URL'],
+    type: 'string',
+    secret: true,
+    description: 'Redis URL (not used yet)',
+  },
+  {
+    name: 'bootstrap-server',
+    env: ['BOOTSTRAP_SERVER'],
+    type: 'string',
+    description: 'Kafka bootstrap servers (not used yet)',
+  },
+  ...common,
+]
+
+/** Options of `gpufabric worker`. */
+export const WORKER_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'client-id',
+    env: ['CLIENT_ID'],
+    type: 'string',
+    description: 'stable worker id (created and kept in the data dir when not given)',
+  },
+  {
+    name: 'server-addr',
+    env: ['SERVER_ADDR'],
+    type: 'string',
+    default: '127.0.0.1',
+    description: 'fabric server host name or address',
+  },
+  { name: 'control-port', type: 'int', default: DEFAULT_PORTS.control, description: "server's control port" },
+  { name: 'proxy-port', type: 'int', default: DEFAULT_PORTS.proxy, description: "server's proxy port" },
+  {
+    name: 'token',
+    env: ['WORKER_TOKEN'],
+    type: 'string',
+    secret: true,
+    description: 'worker credential (read from the data dir when the server runs on this machine)',
+  },
+  {
+    name: 'engine-type',
+    type: 'string',
+    default: 'ollama',
+    description: `one of ${ENGINE_TYPES.join(', ')} (echo is a test engine that echoes prompts)`,
+  },
+  { name: 'local-addr', type: 'string', default: '127.0.0.1', description: "engine's address" },
+  { name: 'local-port', type: 'int', description: "engine's port (ollama 11434, vllm/openai 8000)" },
+  {
+    name: 'engine-api-key',
+    type: 'string',
+    secret: true,
+    description: 'API key the local engine itself requires (vLLM --api-key, LM Studio)',
+  },
+  { name: 'model-path', type: 'string', description: 'GGUF model file for --engine-type llamacpp' },
+  { name: 'model-name', type: 'string', description: 'model name announced for llamacpp/echo engines' },
+  {
+    name: 'cert-chain-path',
+    env: ['CERT_CHAIN_PATH'],
+    type: 'string',
+    description: "PEM CA bundle, or the server's own certificate, to verify the server with",
+  },
+  {
+    name: 'server-fingerprint',
+    type: 'list',
+    description: 'SHA-256 fingerprint(s) of the server certificate, as the server prints them',
+  },
+  {
+    name: 'capacity',
+    type: 'int',
+    default: 0,
+    description: 'requests this worker runs at once (0 = not stated)',
+  },
+  ...common,
+]
