@@ -1,4 +1,4 @@
-import { DEFAULT_PORTS } from '../config/defaults.js'
+import { DEFAULT_PORTS, LIMITS, TIMEOUTS } from '../config/defaults.js'
 import type { OptionSpec } from '../config/index.js'
 import { ENGINE_TYPES } from '../worker/engines/types.js'
 
@@ -73,6 +73,24 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
     description: 'serve the public port over HTTPS (TLS 1.3) with this PEM certificate chain',
   },
   { name: 'public-key-path', type: 'string', description: 'PEM private key for --public-cert-path' },
+  {
+    name: 'ping-interval-ms',
+    type: 'int',
+    default: TIMEOUTS.pingIntervalMs,
+    description: 'how often the server pings each worker',
+  },
+  {
+    name: 'ping-deadline-ms',
+    type: 'int',
+    default: TIMEOUTS.pingDeadlineMs,
+    description: 'a worker silent this long is dropped',
+  },
+  {
+    name: 'max-body-bytes',
+    type: 'int',
+    default: LIMITS.maxRequestBodyBytes,
+    description: 'largest request body on the public port',
+  },
   {
     name: 'database-url',
     env: ['DATABASE_URL'],

@@ -79,6 +79,9 @@ export async function startServerFromFlags(
     apiKeys,
     workerToken,
     logger,
+    pingIntervalMs: o['pingIntervalMs'] as number,
+    pingDeadlineMs: o['pingDeadlineMs'] as number,
+    maxBodyBytes: o['maxBodyBytes'] as number,
   })
   const ports = await server.start()
   const host = (o['host'] as string) === '0.0.0.0' ? 'localhost' : (o['host'] as string)

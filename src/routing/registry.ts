@@ -38,7 +38,7 @@ export class WorkerRegistry {
   /** Removes a session (only if it is still the current one for its client id). */
   remove(session: WorkerSession): void {
     if (this.#byClientId.get(session.clientId) === session) this.#byClientId.delete(session.clientId)
-    this.#byDataToken.delete(session.dataToken)
+    if (this.#byDataToken.get(session.dataToken) === session) this.#byDataToken.delete(session.dataToken)
     this.#unindex(session)
   }
 

@@ -104,6 +104,24 @@ function respond(stream: ServerHttp2Stream, reply: EngineReply, done: () => void
     done()
     return
   }
+  const length = Number(reply.headers['content-length'] ?? Number.NaN)
+  if (length <= SMALL_BODY_BYTES) {
+    // A small complete answer goes out as one write (headers and data together): cheaper,
+    // and a worker dying mid-answer cannot leave the user with headers but no body.
+    collect(reply.body, length).then(
+      (body) => {
+        done()
+        if (stream.destroyed) return
+        stream.respond(headers)
+        stream.end(body)
+      },
+      () => {
+        done()
+        if (!stream.destroyed) stream.close(h2.NGHTTP2_REFUSED_STREAM)
+      },
+    )
+    return
+  }
   stream.respond(headers)
   pipeline(reply.body, stream, (err) => {
     done()
@@ -112,6 +130,17 @@ function respond(stream: ServerHttp2Stream, reply: EngineReply, done: () => void
       stream.close(h2.NGHTTP2_INTERNAL_ERROR)
     }
   })
+}
+
+/** Non-streaming answers up to this size are sent in one piece. */
+const SMALL_BODY_BYTES = 64 * 1024
+
+async function collect(body: AsyncIterable<Uint8Array>, length: number): Promise<Buffer> {
+  const chunks: Uint8Array[] = []
+  for await (const chunk of body) chunks.push(chunk)
+  return chunks.length === 1
+    ? Buffer.from(chunks[0]!.buffer, chunks[0]!.byteOffset, chunks[0]!.byteLength)
+    : Buffer.concat(chunks, length)
 }
 
 /** Stops a body nobody will read (closes the engine's side). */

@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { after, before, test } from 'node:test'
+import { createHttpEngine } from '../../src/worker/engines/http.js'
+import type { Engine, EngineCall } from '../../src/worker/engines/types.js'
+import { API_KEY, startFabric, type TestFabric, waitFor } from '../helpers/fabric.js'
+import { type FakeEngine, startFakeEngine } from '../helpers/fake-engine.js'
+
+let fabric: TestFabric
+let paced: FakeEngine
+let ollamaPaced: FakeEngine
+const inProcessAborts: number[] = []
+
+/** An in-process engine whose stream never ends by itself; records when its signal aborts. */
+const endless: Engine = {
+  type: 'echo',
+  apis: new Set(['openai']),
+  async listModels() {
+    return ['endless']
+  },
+  async call(call: EngineCall) {
+    const started = Date.now()
+    call.signal.addEventListener('abort', () => inProcessAborts.push(Date.now() - started), { once: true })
+    return {
+      status: 200,
+      headers: { 'content-type': 'text/event-stream' },
+      body: (async function* () {
+        for (let i = 0; ; i++) {
+          yield Buffer.from(`data: {"choices":[{"index":0,"delta":{"content":"${i}"}}]}\n\n`)
+          await new Promise((r) => setTimeout(r, 50))
+          if (call.signal.aborted) return
+        }
+      })(),
+    }
+  },
+  async close() {},
+}
+
+before(async () => {
+  fabric = await startFabric()
+  paced = await startFakeEngine({ models: ['paced'], name: 'paced', chunks: 8, chunkIntervalMs: 50 })
+  ollamaPaced = await startFakeEngine({
+    models: ['slow-llama'],
+    name: 'ol',
+    chunks: 200,
+    chunkIntervalMs: 50,
+    ollama: true,
+  })
+  await fabric.addWorker(
+    createHttpEngine({ type: 'openai', baseUrl: `http://127.0.0.1:${paced.port}` }),
+    'paced',
+  )
+  await fabric.addWorker(
+    createHttpEngine({ type: 'ollama', baseUrl: `http://127.0.0.1:${ollamaPaced.port}` }),
+    'ol',
+  )
+  await fabric.addWorker(endless, 'endless')
+})
+after(async () => {
+  await fabric.close()
+  await Promise.all([paced.close(), ollamaPaced.close()])
+})
+
+function post(path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${fabric.baseUrl}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(signal === undefined ? {} : { signal }),
+  })
+}
+
+test('chunks sent 50 ms apart arrive about 50 ms apart, not bunched', async () => {
+  const res = await post('/v1/chat/completions', { model: 'paced', messages: [], stream: true })
+  assert.equal(res.status, 200)
+  assert.match(res.headers.get('content-type') ?? '', /text\/event-stream/)
+  const arrivals: number[] = []
+  const decoder = new TextDecoder()
+  let pending = ''
+  for await (const chunk of res.body!) {
+    pending += decoder.decode(chunk, { stream: true })
+    let i = pending.indexOf('\n\n')
+    while (i >= 0) {
+      if (pending.slice(0, i).includes('from paced')) arrivals.push(performance.now())
+      pending = pending.slice(i + 2)
+      i = pending.indexOf('\n\n')
+    }
+  }
+  assert.equal(arrivals.length, 8)
+  const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!)
+  // Bunched delivery would put most gaps near 0; paced delivery keeps them near 50 ms.
+  const paced = gaps.filter((g) => g >= 30)
+  assert.ok(paced.length >= gaps.length - 1, `gaps ${gaps.map((g) => g.toFixed(1)).join(', ')}`)
+  assert.ok(arrivals.at(-1)! - arrivals[0]! >= 7 * 40, 'first and last chunk should be ~350 ms apart')
+})
+
+test('a client that aborts mid-stream cancels the engine request within 1 s (HTTP engine)', async () => {
+  const controller = new AbortController()
+  const aborted = once(ollamaPaced.events, 'aborted')
+  const res = await post('/api/chat', { model: 'slow-llama', messages: [] }, controller.signal)
+  const reader = res.body!.getReader()
+  await reader.read()
+  await reader.read()
+  const t0 = Date.now()
+  controller.abort()
+  const [engineMs] = (await Promise.race([
+    aborted,
+    new Promise((_, reject) => setTimeout(() => reject(new Error('engine never saw the abort')), 1_000)),
+  ])) as [number]
+  assert.ok(Date.now() - t0 <= 1_000)
+  assert.ok(engineMs < 5_000, 'the engine request was cut long before its natural end (10 s)')
+})
+
+test('a client that aborts mid-stream cancels an in-process engine within 1 s', async () => {
+  const controller = new AbortController()
+  const res = await post(
+    '/v1/chat/completions',
+    { model: 'endless', messages: [], stream: true },
+    controller.signal,
+  )
+  const reader = res.body!.getReader()
+  await reader.read()
+  const before = inProcessAborts.length
+  const t0 = Date.now()
+  controller.abort()
+  await waitFor(() => inProcessAborts.length > before, 1_000, 'engine abort')
+  assert.ok(Date.now() - t0 <= 1_000)
+  await waitFor(
+    () => fabric.workers.every((w) => w.inflight === 0),
+    1_000,
+    'worker in-flight count back to 0',
+  )
+})

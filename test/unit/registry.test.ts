@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict'
+import type { ClientHttp2Session } from 'node:http2'
+import { test } from 'node:test'
+import type { ControlChannel } from '../../src/protocol/index.js'
+import { WorkerRegistry } from '../../src/routing/registry.js'
+import { WorkerSession } from '../../src/routing/worker-session.js'
+
+function worker(clientId: string, models: string[], routable = true): WorkerSession {
+  const session = new WorkerSession({
+    sessionId: clientId,
+    clientId,
+    engineType: 'echo',
+    channel: { closed: false, close() {} } as unknown as ControlChannel,
+    dataToken: `token-${clientId}`,
+    models,
+    remoteAddress: '127.0.0.1',
+  })
+  if (routable) {
+    session.addLink({
+      closed: false,
+      destroyed: false,
+      once() {},
+      destroy() {},
+    } as unknown as ClientHttp2Session)
+  }
+  return session
+}
+
+test('pick only returns workers that serve the model', () => {
+  const registry = new WorkerRegistry()
+  const a = worker('a', ['m1'])
+  const b = worker('b', ['m2'])
+  registry.add(a)
+  registry.add(b)
+  for (let i = 0; i < 50; i++) assert.equal(registry.pick('m1'), a)
+  assert.equal(registry.pick('m3'), undefined)
+  assert.deepEqual(registry.models(), ['m1', 'm2'])
+})
+
+test('a name without tag matches the :latest model', () => {
+  const registry = new WorkerRegistry()
+  const a = worker('a', ['llama3:latest'])
+  registry.add(a)
+  assert.equal(registry.pick('llama3'), a)
+  assert.equal(registry.pick('llama3:8b'), undefined)
+})
+
+test('pick prefers the less loaded of two and skips excluded or unroutable workers', () => {
+  const registry = new WorkerRegistry()
+  const busy = worker('busy', ['m'])
+  const idle = worker('idle', ['m'])
+  const dead = worker('dead', ['m'], false)
+  busy.inflight = 10
+  for (const w of [busy, idle, dead]) registry.add(w)
+  const picks = new Map<string, number>()
+  for (let i = 0; i < 300; i++) {
+    const w = registry.pick('m')!
+    picks.set(w.clientId, (picks.get(w.clientId) ?? 0) + 1)
+  }
+  assert.equal(picks.get('dead'), undefined)
+  assert.ok((picks.get('idle') ?? 0) > (picks.get('busy') ?? 0))
+  assert.equal(registry.pick('m', new Set([idle])), busy)
+  assert.equal(registry.pick('m', new Set([idle, busy])), undefined)
+})
+
+test('removing and re-adding keeps the model index exact', () => {
+  const registry = new WorkerRegistry()
+  const old = worker('same', ['m1'])
+  registry.add(old)
+  const fresh = worker('same', ['m2'])
+  registry.remove(old)
+  registry.add(fresh)
+  registry.remove(old) // a late close of the old session must not drop the new one
+  assert.equal(registry.byClientId('same'), fresh)
+  assert.deepEqual(registry.models(), ['m2'])
+  registry.setModels(fresh, ['m3'])
+  assert.deepEqual(registry.models(), ['m3'])
+  assert.equal(registry.byDataToken('token-same'), fresh)
+})
