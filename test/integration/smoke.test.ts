@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
-import { API_KEY, startFabric, type TestFabric } from '../helpers/fabric.js'
+import { createHttpEngine } from '../../src/worker/engines/http.js'
+import { API_KEY, startFabric, type TestFabric, waitFor } from '../helpers/fabric.js'
+import { startFakeEngine } from '../helpers/fake-engine.js'
 
 let fabric: TestFabric
 before(async () => {
@@ -28,4 +30,25 @@ test('chat completion through the fabric', async () => {
   assert.equal(res.status, 200)
   const body = (await res.json()) as { choices: { message: { content: string } }[] }
   assert.equal(body.choices[0]?.message.content, 'echo: hello there')
+})
+
+test('a worker reports its engine gaining and losing models', async () => {
+  const models = ['first']
+  const engine = await startFakeEngine({ models, name: 'changing' })
+  try {
+    await fabric.addWorker(
+      createHttpEngine({ type: 'openai', baseUrl: `http://127.0.0.1:${engine.port}` }),
+      'changing',
+      {
+        modelRefreshMs: 100,
+      },
+    )
+    assert.ok(fabric.server.registry.hasModel('first'))
+    models.push('second')
+    await waitFor(() => fabric.server.registry.hasModel('second'), 3_000, 'new model announced')
+    models.splice(0, 1)
+    await waitFor(() => !fabric.server.registry.hasModel('first'), 3_000, 'removed model withdrawn')
+  } finally {
+    await engine.close()
+  }
 })

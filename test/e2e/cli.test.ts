@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { CLI, type CliProcess, freePorts, startCli } from '../helpers/processes.js'
+
+let dir: string
+const started: CliProcess[] = []
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'gpuf-cli-'))
+})
+after(async () => {
+  for (const p of started) await p.kill('SIGKILL')
+  await rm(dir, { recursive: true, force: true })
+})
+
+function portFlags(ports: number[]): string[] {
+  return [
+    '--host',
+    '127.0.0.1',
+    '--control-port',
+    String(ports[0]),
+    '--proxy-port',
+    String(ports[1]),
+    '--public-port',
+    String(ports[2]),
+    '--api-port',
+    String(ports[3]),
+  ]
+}
+
+test('`up --echo` serves a chat completion with the key it prints', async () => {
+  const ports = await freePorts(4)
+  const up = startCli([
+    'up',
+    '--echo',
+    '--data-dir',
+    join(dir, 'up'),
+    '--log-level',
+    'warn',
+    ...portFlags(ports),
+  ])
+  started.push(up)
+  await up.waitForOutput('try:')
+  const key = /api key:\s+(\S+)/.exec(up.output())?.[1]
+  assert.ok(key?.startsWith('gpuf_'), up.output())
+  assert.match(up.output(), /created API key \(shown once\)/)
+  assert.match(up.output(), /fingerprint: [0-9A-F:]{95}/)
+  assert.doesNotMatch(readFileSync(join(dir, 'up', 'api-key'), 'utf8'), /^$/)
+  const res = await fetch(`http://127.0.0.1:${ports[2]}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'echo', messages: [{ role: 'user', content: 'from the CLI' }] }),
+  })
+  assert.equal(res.status, 200)
+  assert.equal(
+    ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]?.message.content,
+    'echo: from the CLI',
+  )
+  await up.kill('SIGTERM')
+  assert.equal(up.child.exitCode, 0, 'SIGTERM stops it cleanly')
+})
+
+test('gpuf-s and gpuf-c aliases; the worker trusts the local data dir and keeps a stable client id', async () => {
+  const ports = await freePorts(4)
+  const data = join(dir, 'alias')
+  const bin = (name: string) => fileURLToPath(new URL(`../../src/cli/${name}.js`, import.meta.url))
+  const s = spawn(
+    process.execPath,
+    [bin('gpuf-s'), '--data-dir', data, '--log-level', 'warn', ...portFlags(ports)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  let out = ''
+  s.stdout.on('data', (c: Buffer) => {
+    out += c
+  })
+  // The worker reads the token and certificate the server writes on its first start.
+  const deadline0 = Date.now() + 15_000
+  while (!out.includes('gpufabric server ready') && Date.now() < deadline0)
+    await new Promise((r) => setTimeout(r, 50))
+  const c = spawn(
+    process.execPath,
+    [
+      bin('gpuf-c'),
+      '--engine-type',
+      'echo',
+      '--data-dir',
+      data,
+      '--control-port',
+      String(ports[0]),
+      '--proxy-port',
+      String(ports[1]),
+      '--log-level',
+      'warn',
+    ],
+    { stdio: 'ignore' },
+  )
+  try {
+    const deadline = Date.now() + 15_000
+    let workers: { clientId: string }[] = []
+    while (Date.now() < deadline) {
+      const key = existsSync(join(data, 'api-key')) ? readFileSync(join(data, 'api-key'), 'utf8').trim() : ''
+      workers = await fetch(`http://127.0.0.1:${ports[3]}/api/v1/workers`, {
+        headers: { authorization: `Bearer ${key}` },
+      })
+        .then((r) => r.json() as Promise<{ workers: { clientId: string }[] }>)
+        .then((b) => b.workers ?? [])
+        .catch(() => [])
+      if (workers.length > 0) break
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    assert.equal(workers.length, 1, out)
+    assert.equal(workers[0]?.clientId, readFileSync(join(data, 'client-id'), 'utf8').trim())
+  } finally {
+    c.kill('SIGKILL')
+    s.kill('SIGKILL')
+  }
+})
+
+test('`cert` writes a certificate and key and prints the fingerprint; bad options exit 2 with a message', () => {
+  const out = spawnSync(process.execPath, [
+    CLI,
+    'cert',
+    '--data-dir',
+    join(dir, 'cert'),
+    '--name',
+    'fabric.example',
+  ]).stdout.toString()
+  assert.match(out, /sha256 fingerprint: [0-9A-F:]{95}/)
+  assert.ok(existsSync(join(dir, 'cert', 'cert.pem')) && existsSync(join(dir, 'cert', 'key.pem')))
+  const bad = spawnSync(process.execPath, [
+    CLI,
+    'worker',
+    '--engine-type',
+    'nope',
+    '--token',
+    'x',
+    '--data-dir',
+    join(dir, 'w'),
+  ])
+  assert.equal(bad.status, 2)
+  assert.match(bad.stderr.toString(), /--engine-type must be one of/)
+  const noToken = spawnSync(process.execPath, [
+    CLI,
+    'worker',
+    '--server-addr',
+    'fabric.example',
+    '--data-dir',
+    join(dir, 'w'),
+  ])
+  assert.equal(noToken.status, 2)
+  assert.match(noToken.stderr.toString(), /worker token is required/)
+})
