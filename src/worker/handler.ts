@@ -1,10 +1,9 @@
 import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
-import { pipeline } from 'node:stream'
 import { LIMITS } from '../config/defaults.js'
 import { isFabricError } from '../errors/index.js'
 import type { Logger } from '../observability/logger.js'
 import { BIND_PATH, DATA_TOKEN_HEADER } from '../server/dataplane/index.js'
-import type { Engine, EngineCall, EngineReply } from './engines/types.js'
+import type { Engine, EngineCall, EngineReply, ReplySink } from './engines/types.js'
 import { callOllamaOverOpenAI } from './translate/ollama.js'
 
 /** What the stream handler needs from the agent. */
@@ -20,6 +19,9 @@ export interface StreamHandlerContext {
   onBind?: (() => void) | undefined
 }
 
+/** Non-streamed answers up to this size leave the worker in one write. */
+const SMALL_BODY_BYTES = 64 * 1024
+
 /** Sends a request to the engine in its own API, translating Ollama's API when the engine lacks it. */
 export function dispatch(engine: Engine, call: EngineCall): Promise<EngineReply> {
   const api = call.path.startsWith('/api/') ? 'ollama' : 'openai'
@@ -30,14 +32,14 @@ export function dispatch(engine: Engine, call: EngineCall): Promise<EngineReply>
 /**
  * Serves the streams the server opens on a data link: the bind handshake, then one
  * request per stream. The stream closing early (user gone, server cancelled) aborts the
- * engine call; the response is piped back chunk by chunk with backpressure.
+ * engine call; the answer goes back chunk by chunk with backpressure.
  */
 export function createStreamHandler(ctx: StreamHandlerContext) {
   const maxBody = ctx.maxBodyBytes ?? LIMITS.maxRequestBodyBytes
   return (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
     const path = (headers[h2.HTTP2_HEADER_PATH] as string | undefined) ?? '/'
     const method = (headers[h2.HTTP2_HEADER_METHOD] as string | undefined) ?? 'GET'
-    stream.on('error', () => {})
+    stream.on('error', noop)
     if (path === BIND_PATH) {
       const token = ctx.dataToken()
       stream.respond(
@@ -59,92 +61,141 @@ export function createStreamHandler(ctx: StreamHandlerContext) {
     })
     stream.once('end', () => {
       if (stream.destroyed) return
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
+      const sink = new StreamSink(stream, ctx)
+      const { engine } = ctx
+      if (engine.relay !== undefined && engine.apis.has(path.startsWith('/api/') ? 'ollama' : 'openai')) {
+        engine.relay({ method, path, body }, sink)
+        return
+      }
       const controller = new AbortController()
-      let finished = false
-      stream.once('close', () => {
-        if (!finished) controller.abort()
-      })
-      ctx.inflight++
-      const done = () => {
-        if (finished) return
-        finished = true
-        ctx.inflight--
-      }
-      stream.once('close', done)
-      const call: EngineCall = {
-        method,
-        path,
-        body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size),
-        signal: controller.signal,
-      }
-      dispatch(ctx.engine, call).then(
-        (reply) => respond(stream, reply, done, ctx.logger),
+      sink.onAbort(() => controller.abort())
+      dispatch(engine, { method, path, body, signal: controller.signal }).then(
+        (reply) => sendReply(reply, sink),
         (err: unknown) => {
-          done()
-          if (stream.destroyed) return
           ctx.logger.warn({ err: isFabricError(err) ? err.message : String(err), path }, 'engine call failed')
-          // Nothing was sent: refusing the stream tells the server it may retry on another worker.
-          stream.close(h2.NGHTTP2_REFUSED_STREAM)
+          sink.fail(err instanceof Error ? err : new Error(String(err)))
         },
       )
     })
   }
 }
 
-function respond(stream: ServerHttp2Stream, reply: EngineReply, done: () => void, logger: Logger): void {
-  if (stream.destroyed || stream.closed) {
-    done()
-    if (!(reply.body instanceof Uint8Array)) void drainAway(reply.body)
-    return
+function noop(): void {}
+
+/**
+ * A {@link ReplySink} over one HTTP/2 stream. Counts the request in flight until the answer
+ * ends or the stream closes; holds small complete answers so headers and body go out together.
+ */
+class StreamSink implements ReplySink {
+  readonly #stream: ServerHttp2Stream
+  readonly #ctx: StreamHandlerContext
+  #held: { headers: Record<string, string | number>; chunks: Uint8Array[]; size: number } | undefined
+  #responded = false
+  #finished = false
+  #onAbort: (() => void)[] = []
+
+  constructor(stream: ServerHttp2Stream, ctx: StreamHandlerContext) {
+    this.#stream = stream
+    this.#ctx = ctx
+    ctx.inflight++
+    stream.once('close', () => {
+      if (this.#finished) return
+      this.#finish()
+      for (const fn of this.#onAbort) fn()
+    })
   }
-  const headers = { [h2.HTTP2_HEADER_STATUS]: reply.status, ...reply.headers }
-  if (reply.body instanceof Uint8Array) {
-    stream.respond(headers)
-    stream.end(reply.body)
-    done()
-    return
+
+  respond(status: number, headers: Record<string, string>): void {
+    if (this.#finished) return
+    this.#responded = true
+    const out = { [h2.HTTP2_HEADER_STATUS]: status, ...headers }
+    const length = Number(headers['content-length'] ?? Number.NaN)
+    // A small complete answer goes out as one write: cheaper, and a worker dying mid-answer
+    // cannot leave the user with headers but no body.
+    if (length <= SMALL_BODY_BYTES) this.#held = { headers: out, chunks: [], size: 0 }
+    else this.#stream.respond(out)
   }
-  const length = Number(reply.headers['content-length'] ?? Number.NaN)
-  if (length <= SMALL_BODY_BYTES) {
-    // A small complete answer goes out as one write (headers and data together): cheaper,
-    // and a worker dying mid-answer cannot leave the user with headers but no body.
-    collect(reply.body, length).then(
-      (body) => {
-        done()
-        if (stream.destroyed) return
-        stream.respond(headers)
-        stream.end(body)
-      },
-      () => {
-        done()
-        if (!stream.destroyed) stream.close(h2.NGHTTP2_REFUSED_STREAM)
-      },
-    )
-    return
-  }
-  stream.respond(headers)
-  pipeline(reply.body, stream, (err) => {
-    done()
-    if (err && !stream.destroyed) {
-      logger.debug({ err: err.message }, 'response stream failed')
-      stream.close(h2.NGHTTP2_INTERNAL_ERROR)
+
+  write(chunk: Uint8Array): boolean {
+    if (this.#finished) return true
+    const held = this.#held
+    if (held !== undefined) {
+      held.chunks.push(chunk)
+      held.size += chunk.length
+      return true
     }
+    return this.#stream.write(chunk)
+  }
+
+  end(): void {
+    if (this.#finished) return
+    this.#finish()
+    const held = this.#held
+    if (held === undefined) {
+      this.#stream.end()
+      return
+    }
+    this.#held = undefined
+    if (held.size === 0) {
+      this.#stream.respond(held.headers, { endStream: true })
+      return
+    }
+    this.#stream.respond(held.headers)
+    this.#stream.end(held.chunks.length === 1 ? held.chunks[0] : Buffer.concat(held.chunks, held.size))
+  }
+
+  onDrain(fn: () => void): void {
+    this.#stream.once('drain', fn)
+  }
+
+  fail(err: Error): void {
+    if (this.#finished) return
+    this.#finish()
+    this.#ctx.logger.debug({ err: err.message }, 'answer failed')
+    // Nothing sent yet: REFUSED_STREAM tells the server it may retry on another worker.
+    this.#stream.close(
+      this.#responded && this.#held === undefined ? h2.NGHTTP2_INTERNAL_ERROR : h2.NGHTTP2_REFUSED_STREAM,
+    )
+  }
+
+  onAbort(fn: () => void): void {
+    this.#onAbort.push(fn)
+  }
+
+  #finish(): void {
+    this.#finished = true
+    this.#ctx.inflight--
+  }
+}
+
+/** Writes an engine's reply into a sink, honouring backpressure. */
+async function sendReply(reply: EngineReply, sink: ReplySink): Promise<void> {
+  sink.respond(reply.status, reply.headers)
+  if (reply.body instanceof Uint8Array) {
+    sink.write(reply.body)
+    sink.end()
+    return
+  }
+  const iterator = reply.body[Symbol.asyncIterator]()
+  let aborted = false
+  sink.onAbort(() => {
+    aborted = true
+    void iterator.return?.()
   })
-}
-
-/** Non-streaming answers up to this size are sent in one piece. */
-const SMALL_BODY_BYTES = 64 * 1024
-
-async function collect(body: AsyncIterable<Uint8Array>, length: number): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of body) chunks.push(chunk)
-  return chunks.length === 1
-    ? Buffer.from(chunks[0]!.buffer, chunks[0]!.byteOffset, chunks[0]!.byteLength)
-    : Buffer.concat(chunks, length)
-}
-
-/** Stops a body nobody will read (closes the engine's side). */
-async function drainAway(body: AsyncIterable<Uint8Array>): Promise<void> {
-  const it = body[Symbol.asyncIterator]()
-  await it.return?.()
+  try {
+    for (;;) {
+      const next = await iterator.next()
+      if (next.done || aborted) break
+      if (!sink.write(next.value)) {
+        await new Promise<void>((resolve) => {
+          sink.onDrain(resolve)
+          sink.onAbort(resolve)
+        })
+      }
+    }
+    if (!aborted) sink.end()
+  } catch (err) {
+    sink.fail(err instanceof Error ? err : new Error(String(err)))
+  }
 }

@@ -1,4 +1,4 @@
-import { Pool } from 'undici'
+import { type Dispatcher, Pool } from 'undici'
 import { ErrorCodes, FabricError } from '../../errors/index.js'
 import type { Engine, EngineApi, EngineCall, EngineReply, EngineType } from './types.js'
 
@@ -93,6 +93,50 @@ export function createHttpEngine(options: HttpEngineOptions): Engine {
         if (typeof value === 'string') headers[name] = value
       }
       return { status: res.statusCode, headers, body: res.body }
+    },
+    relay(call, sink) {
+      let controller: Dispatcher.DispatchController | undefined
+      sink.onAbort(() => controller?.abort(new FabricError(ErrorCodes.ABORTED, 'requester went away')))
+      pool.dispatch(
+        {
+          method: call.method as 'POST',
+          path: call.path,
+          headers:
+            call.body.length > 0 ? { ...authHeaders, 'content-type': 'application/json' } : authHeaders,
+          body: call.body.length > 0 ? call.body : null,
+        },
+        {
+          onRequestStart(c) {
+            controller = c
+          },
+          onResponseStart(c, statusCode, responseHeaders) {
+            const headers: Record<string, string> = {}
+            for (const name of PASSED_HEADERS) {
+              const value = responseHeaders[name]
+              if (typeof value === 'string') headers[name] = value
+            }
+            sink.respond(statusCode, headers)
+            controller = c
+          },
+          onResponseData(c, chunk) {
+            if (!sink.write(chunk)) {
+              c.pause()
+              sink.onDrain(() => c.resume())
+            }
+          },
+          onResponseEnd() {
+            sink.end()
+          },
+          onResponseError(_c, err) {
+            sink.fail(
+              new FabricError(ErrorCodes.ENGINE_UNAVAILABLE, `engine at ${options.baseUrl}: ${err.message}`, {
+                cause: err,
+                retryable: true,
+              }),
+            )
+          },
+        },
+      )
     },
     async close() {
       await pool.close()

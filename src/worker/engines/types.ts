@@ -25,6 +25,25 @@ export interface EngineReply {
   readonly body: AsyncIterable<Uint8Array> | Uint8Array
 }
 
+/**
+ * Where a relayed answer goes. Implemented by the worker over one HTTP/2 stream; engines
+ * that can stream an answer straight into it (no intermediate body stream) use it.
+ */
+export interface ReplySink {
+  /** Status and headers. Small answers with a `content-length` are held and sent with their body in one write. */
+  respond(status: number, headers: Record<string, string>): void
+  /** Writes a chunk; false means wait for {@link onDrain} before writing more. */
+  write(chunk: Uint8Array): boolean
+  /** Ends the answer. */
+  end(): void
+  /** Calls `fn` once when the sink can take more after `write` returned false. */
+  onDrain(fn: () => void): void
+  /** Fails the answer: before `respond` the fabric may retry elsewhere; after it, the stream is reset. */
+  fail(err: Error): void
+  /** Calls `fn` once if the requester goes away before the answer ends. */
+  onAbort(fn: () => void): void
+}
+
 /** A local inference engine as seen by the worker. */
 export interface Engine {
   readonly type: EngineType
@@ -34,6 +53,11 @@ export interface Engine {
   listModels(signal?: AbortSignal): Promise<string[]>
   /** Serves one request. Rejects only when the engine cannot be reached at all. */
   call(call: EngineCall): Promise<EngineReply>
+  /**
+   * Optional fast path for requests in an API the engine serves natively: streams the
+   * engine's answer straight into `sink`, with backpressure, and stops when the sink aborts.
+   */
+  relay?(call: Omit<EngineCall, 'signal'>, sink: ReplySink): void
   /** Releases the engine's resources (sockets, model memory). */
   close(): Promise<void>
 }
