@@ -29,6 +29,12 @@ export function sharedTokenAuthenticator(token: string): WorkerAuthenticator {
  */
 export class StaticKeyAuthenticator {
   readonly #digests: Buffer[]
+  /**
+   * Keys already accepted, so the hash runs once per key rather than once per request. A Map
+   * lookup hashes the whole string and compares contents only on a hash match, so it leaks
+   * nothing useful about a wrong key's characters. Bounded; cleared when full.
+   */
+  readonly #accepted = new Map<string, true>()
 
   constructor(keys: readonly string[]) {
     this.#digests = keys.filter((k) => k.length > 0).map(digest)
@@ -36,9 +42,14 @@ export class StaticKeyAuthenticator {
 
   /** True when `key` is one of the static keys. */
   check(key: string): boolean {
+    if (this.#accepted.has(key)) return true
     const d = digest(key)
     let ok = false
     for (const expected of this.#digests) ok = timingSafeEqual(d, expected) || ok
+    if (ok) {
+      if (this.#accepted.size >= 1024) this.#accepted.clear()
+      this.#accepted.set(key, true)
+    }
     return ok
   }
 }

@@ -62,8 +62,6 @@ export class Gateway {
   readonly #maxAttempts: number
   readonly #firstByteMs: number
   readonly #idleMs: number
-  #requestSeq = 0
-  readonly #requestPrefix = Math.random().toString(36).slice(2, 8)
 
   constructor(options: GatewayOptions) {
     this.#options = options
@@ -222,13 +220,11 @@ export class Gateway {
       else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
       return
     }
-    const requestId = `${this.#requestPrefix}-${++this.#requestSeq}`
     const headers = {
       [h2.HTTP2_HEADER_METHOD]: 'POST',
       [h2.HTTP2_HEADER_PATH]: url,
       'content-type': 'application/json',
       'content-length': body.length,
-      'x-request-id': requestId,
     }
     let tried: Set<WorkerSession> | undefined
     for (let attempt = 0; attempt < this.#maxAttempts; attempt++) {
@@ -275,17 +271,19 @@ export class Gateway {
       }
       const onDrain = () => s.resume()
       res.once('close', onClientGone)
+      // One inactivity timer per stream (refreshed by every frame): the first-byte limit until
+      // the answer starts, then the idle limit, re-armed only when the two differ.
       s.setTimeout(this.#firstByteMs, () => s.close(h2.NGHTTP2_CANCEL))
-      s.on('error', () => {})
+      s.on('error', noop)
       s.once('response', (responseHeaders) => {
         responded = true
-        s.setTimeout(this.#idleMs, () => s.close(h2.NGHTTP2_CANCEL))
+        if (this.#idleMs !== this.#firstByteMs) s.setTimeout(this.#idleMs, () => s.close(h2.NGHTTP2_CANCEL))
         const status = Number(responseHeaders[h2.HTTP2_HEADER_STATUS] ?? 502)
-        const out: Record<string, string | string[]> = {}
+        const out: string[] = []
         for (const name in responseHeaders) {
           if (name.charCodeAt(0) === 58 /* ':' */) continue
           const value = responseHeaders[name]
-          if (value !== undefined) out[name] = value
+          if (typeof value === 'string') out.push(name, value)
         }
         contentType = String(responseHeaders['content-type'] ?? '')
         res.writeHead(status, out)
@@ -332,6 +330,8 @@ function modelOf(body: Buffer): string | undefined | null {
   const model = (parsed as { model?: unknown }).model
   return typeof model === 'string' && model.length > 0 ? model : undefined
 }
+
+function noop(): void {}
 
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value)
