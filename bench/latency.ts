@@ -1,17 +1,24 @@
 /**
  * Latency benchmark: what the fabric ADDS over a direct connection to the engine.
  *
- * Four paths to the same fake engine, measured in one run and interleaved so
+ * Five paths to the same fake engine, measured in one run and interleaved so
  * that machine noise (CPU frequency, other load, GC in this process) falls on
  * all of them alike:
  *
- *   direct  client → engine
- *   1 hop   client → reference proxy → engine
- *   2 hops  client → reference proxy → reference proxy → engine
- *   fabric  client → fabric server (public port) ⇒ HTTP/2 data link ⇒ worker → engine
+ *   direct    client → engine
+ *   1 hop     client → reference proxy → engine
+ *   2 hops    client → reference proxy → reference proxy → engine
+ *   h2 floor  client → h2 front ⇒ HTTP/2 over TLS 1.3 ⇒ h2 back → engine
+ *   fabric    client → fabric server (public port) ⇒ HTTP/2 data link ⇒ worker → engine
  *
  * The fabric crosses two processes like the two-hop chain, so the target is:
- * fabric added p50 ≤ two-hop added p50. See docs/BENCHMARKS.md.
+ * fabric added p50 ≤ two-hop added p50.
+ *
+ * The `h2 floor` (bench/reference-h2.ts) is the fabric's bare mechanism, Node's
+ * HTTP/2 over one long-lived TLS 1.3 connection dialled by the back, with none
+ * of the fabric's logic. It splits the gap between the fabric and two hops:
+ * `fabric − h2 floor` is what the fabric's own logic costs, `h2 floor − 2 hops`
+ * what Node's HTTP/2 + TLS costs over plain HTTP/1.1 hops. See docs/BENCHMARKS.md.
  *
  * Usage: `npm run bench:latency -- [--rounds N] [--warmup N] [--json]`
  * (or `node dist/bench/latency.js ...`; `BENCH_ROUNDS` sets the default rounds).
@@ -91,13 +98,15 @@ function parseOptions(): BenchOptions {
   }
 }
 
-/** The processes behind the four paths, and where the client reaches each path. */
+/** The processes behind the five paths, and where the client reaches each path. */
 interface Topology {
   readonly origins: Record<PathName, string>
   readonly engine: BenchChild
   readonly oneHop: BenchChild
   readonly twoHopFront: BenchChild
   readonly twoHopBack: BenchChild
+  readonly h2Front: BenchChild
+  readonly h2Back: BenchChild
   readonly server: BenchChild
   readonly worker: BenchChild
 }
@@ -120,6 +129,22 @@ async function startTopology(children: ChildGroup, tempDirs: string[]): Promise<
     `127.0.0.1:${back.port}`,
   ])
   log(`engine :${engine.port}, 1 hop :${oneHop.port}, 2 hops :${front.port} -> :${back.port}`)
+
+  // The h2 floor: the front listens first; the back then dials the front's TLS
+  // port (as the worker dials the fabric server) and reports ready once the
+  // front's HTTP/2 session is up on that connection.
+  const h2Front = await children.start('h2 floor front', script('reference-h2.js'), ['front'], {
+    ready: /^listening (\d+) tls (\d+)$/,
+  })
+  const h2Port = Number(h2Front.match![1])
+  const h2TlsPort = Number(h2Front.match![2])
+  const { child: h2Back } = await children.start(
+    'h2 floor back',
+    script('reference-h2.js'),
+    ['back', '--front', `127.0.0.1:${h2TlsPort}`, '--target', engineAddr],
+    { ready: /^ready$/ },
+  )
+  log(`h2 floor :${h2Port} (tls :${h2TlsPort})`)
 
   const serverDir = mkdtempSync(join(tmpdir(), 'gpuf-bench-server-'))
   const workerDir = mkdtempSync(join(tmpdir(), 'gpuf-bench-worker-'))
@@ -154,12 +179,15 @@ async function startTopology(children: ChildGroup, tempDirs: string[]): Promise<
       direct: `http://${engineAddr}`,
       '1 hop': `http://127.0.0.1:${oneHop.port}`,
       '2 hops': `http://127.0.0.1:${front.port}`,
+      'h2 floor': `http://127.0.0.1:${h2Port}`,
       fabric: `http://127.0.0.1:${pub}`,
     },
     engine: engine.child,
     oneHop: oneHop.child,
     twoHopFront: front.child,
     twoHopBack: back.child,
+    h2Front: h2Front.child,
+    h2Back,
     server,
     worker,
   }
@@ -279,6 +307,8 @@ async function main(): Promise<number> {
     const watched = [
       topology.server,
       topology.worker,
+      topology.h2Front,
+      topology.h2Back,
       topology.oneHop,
       topology.twoHopFront,
       topology.twoHopBack,
@@ -307,6 +337,9 @@ async function main(): Promise<number> {
       { process: 'fabric worker', microsPerRequest: micros([t.worker], n) },
       // Totals per path make the comparison the target is about: fabric vs two hops.
       { process: 'fabric total', microsPerRequest: micros([t.server, t.worker], n) },
+      { process: 'h2 floor front', microsPerRequest: micros([t.h2Front], n) },
+      { process: 'h2 floor back', microsPerRequest: micros([t.h2Back], n) },
+      { process: 'h2 floor total', microsPerRequest: micros([t.h2Front, t.h2Back], n) },
       { process: '1-hop proxy', microsPerRequest: micros([t.oneHop], n) },
       { process: '2-hop proxy A (front)', microsPerRequest: micros([t.twoHopFront], n) },
       { process: '2-hop proxy B (back)', microsPerRequest: micros([t.twoHopBack], n) },
@@ -322,6 +355,9 @@ async function main(): Promise<number> {
       paths,
       fabricToTwoHopAddedP50: ratio(paths.fabric.addedP50Ms, paths['2 hops'].addedP50Ms),
       fabricToOneHopAddedP50: ratio(paths.fabric.addedP50Ms, paths['1 hop'].addedP50Ms),
+      fabricToH2FloorAddedP50: ratio(paths.fabric.addedP50Ms, paths['h2 floor'].addedP50Ms),
+      fabricLogicP50Ms: paths.fabric.p50Ms - paths['h2 floor'].p50Ms,
+      h2TlsOverTwoHopsP50Ms: paths['h2 floor'].p50Ms - paths['2 hops'].p50Ms,
       cpu,
       cpuResolutionMicros: microsPerTick / options.rounds,
       clockTicksPerSecond: ticksPerSecond,

@@ -3,8 +3,12 @@
  * latency added over the direct path, CPU per request, and the verdict.
  */
 
-/** The four paths, in the order the table prints them. */
-export const PATH_NAMES = ['direct', '1 hop', '2 hops', 'fabric'] as const
+/**
+ * The five paths, in the order the table prints them: each one below
+ * `direct` adds something to the one above it (`h2 floor` is the fabric's
+ * mechanism without its logic, see bench/reference-h2.ts).
+ */
+export const PATH_NAMES = ['direct', '1 hop', '2 hops', 'h2 floor', 'fabric'] as const
 /** One of {@link PATH_NAMES}. */
 export type PathName = (typeof PATH_NAMES)[number]
 
@@ -34,6 +38,12 @@ export interface LatencyReport {
   readonly fabricToTwoHopAddedP50: number | null
   /** Fabric added p50 / one-hop added p50; `null` when one hop adds nothing measurable. */
   readonly fabricToOneHopAddedP50: number | null
+  /** Fabric added p50 / h2-floor added p50; `null` when the floor adds nothing measurable. */
+  readonly fabricToH2FloorAddedP50: number | null
+  /** p50 of fabric minus p50 of the h2 floor, in ms: what the fabric's own logic costs. */
+  readonly fabricLogicP50Ms: number
+  /** p50 of the h2 floor minus p50 of two hops, in ms: Node's HTTP/2 + TLS over plain HTTP/1.1 hops. */
+  readonly h2TlsOverTwoHopsP50Ms: number
   readonly cpu: readonly CpuRow[]
   /** The smallest CPU difference per request the tick counters can show, in µs. */
   readonly cpuResolutionMicros: number
@@ -93,15 +103,27 @@ export function formatReport(r: LatencyReport): string {
   const fmtRatio = (v: number | null): string => (v === null ? 'n/a' : v.toFixed(2))
   const fabric = r.paths.fabric
   const twoHops = r.paths['2 hops']
+  const signed = (v: number): string => (v < 0 ? ms(v) : `+${ms(v)}`)
+  // The gap the target is about, and its two parts (they add up to it).
+  const split: [string, number][] = [
+    ['fabric - 2 hops:', r.fabricLogicP50Ms + r.h2TlsOverTwoHopsP50Ms],
+    ['  h2 floor - 2 hops (Node HTTP/2 + TLS 1.3 over HTTP/1.1):', r.h2TlsOverTwoHopsP50Ms],
+    ["  fabric - h2 floor (the fabric's own logic):", r.fabricLogicP50Ms],
+  ]
+  const splitWidth = Math.max(...split.map(([label]) => label.length))
   return [
     `GPUFabric added latency: ${r.rounds} rounds after ${r.warmupRounds} warm-up rounds;`,
-    'one request at a time, keep-alive, the four paths interleaved in every round',
+    `one request at a time, keep-alive, all ${PATH_NAMES.length} paths interleaved in every round`,
     '',
     line(header),
     ...rows.map(line),
     '',
     `fabric added p50 / 2-hop added p50: ${fmtRatio(r.fabricToTwoHopAddedP50)}`,
     `fabric added p50 / 1-hop added p50: ${fmtRatio(r.fabricToOneHopAddedP50)}`,
+    `fabric added p50 / h2-floor added p50: ${fmtRatio(r.fabricToH2FloorAddedP50)}`,
+    '',
+    'p50 gap to two hops, split by the h2 floor (the same mechanism, no fabric logic):',
+    ...split.map(([label, v]) => `  ${label.padEnd(splitWidth)} ${signed(v).padStart(7)} ms`),
     '',
     `CPU per request of its path (user+system, µs; /proc at ${r.clockTicksPerSecond} ticks/s,` +
       ` resolution ${r.cpuResolutionMicros.toFixed(1)} µs):`,

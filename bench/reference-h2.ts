@@ -1,0 +1,257 @@
+/**
+ * The "h2 floor": the fabric's data-path mechanism with none of the fabric's logic.
+ *
+ * Two processes, wired as the fabric wires its server and worker:
+ *
+ *   client → front (node:http) ⇒ HTTP/2 over one TLS 1.3 connection ⇒ back → engine (undici Pool)
+ *
+ * As in the fabric, the BACK dials the front's TLS port and keeps that one
+ * connection; the front then speaks HTTP/2 as the *client* over it and the
+ * back as the *server*. What is left out is everything the fabric adds on
+ * top: API keys, routing, registries, bind tokens, metrics, logging, timeouts,
+ * streaming relays. So `fabric − h2 floor` is what the fabric's own logic
+ * costs, and `h2 floor − 2 hops` is what Node's HTTP/2 + TLS costs over plain
+ * HTTP/1.1 hops (the reference proxies).
+ *
+ * Both sides use Node's default HTTP/2 settings: the fabric's bigger windows
+ * only matter for bodies far larger than the benchmark's.
+ *
+ * Usage:
+ *   node dist/bench/reference-h2.js front [--port N]
+ *     prints `listening <http port> tls <tls port>` once both servers accept connections;
+ *   node dist/bench/reference-h2.js back --front 127.0.0.1:TLS_PORT --target 127.0.0.1:ENGINE_PORT
+ *     prints `ready` once the HTTP/2 session with the front is up.
+ */
+import { createServer as createHttpServer, type ServerResponse } from 'node:http'
+import {
+  type ClientHttp2Session,
+  createServer as createH2Server,
+  type IncomingHttpHeaders as H2Headers,
+  constants as h2,
+  connect as h2connect,
+  type ServerHttp2Stream,
+} from 'node:http2'
+import type { AddressInfo } from 'node:net'
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls'
+import { parseArgs } from 'node:util'
+import { type Dispatcher, Pool } from 'undici'
+import { createSelfSignedCertificate, TLS13 } from '../src/tls/index.js'
+
+const JSON_TYPE = 'application/json'
+
+/** Splits `host:port` (the last colon separates the port). */
+function hostPort(value: string | undefined, flag: string): { host: string; port: number } {
+  const colon = value?.lastIndexOf(':') ?? -1
+  const port = Number(value?.slice(colon + 1))
+  if (value === undefined || colon <= 0 || !Number.isInteger(port) || port <= 0) {
+    throw new Error(`${flag} host:port is required`)
+  }
+  return { host: value.slice(0, colon), port }
+}
+
+/** Answers an error, or cuts the connection if the answer has already begun. */
+function fail(res: ServerResponse, status: number, message: string): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  res.writeHead(status, { 'content-type': 'text/plain' })
+  res.end(message)
+}
+
+/**
+ * The front: a node:http server for the client and a TLS server that takes
+ * exactly one connection (from the back) and runs an HTTP/2 client session on it.
+ */
+async function runFront(port: number): Promise<void> {
+  // Same kind of certificate as the fabric server's (EC P-256, self-signed),
+  // so the TLS 1.3 record layer does the same work per request.
+  const { cert, key } = await createSelfSignedCertificate()
+  let session: ClientHttp2Session | undefined
+
+  const tlsServer = createTlsServer({ ...TLS13, cert, key, ALPNProtocols: ['h2'] }, (socket) => {
+    if (session !== undefined || socket.alpnProtocol !== 'h2') {
+      socket.destroy()
+      return
+    }
+    // One link for the whole run, as the fabric keeps its data link; no one else may connect.
+    tlsServer.close()
+    socket.setNoDelay(true)
+    const s = h2connect('https://back', { createConnection: () => socket })
+    s.on('error', (err) => process.stderr.write(`h2 session error: ${err.message}\n`))
+    s.on('close', () => {
+      if (session === s) session = undefined
+    })
+    session = s
+  })
+
+  const httpServer = createHttpServer({ noDelay: true }, (req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      // The fabric parses every body once (to find the model), so the floor does too.
+      let model: unknown
+      try {
+        model = (JSON.parse(body.toString('utf8')) as { model?: unknown }).model
+      } catch {
+        model = undefined
+      }
+      if (typeof model !== 'string') {
+        fail(res, 400, 'body must be JSON with a string "model"')
+        return
+      }
+      if (session === undefined) {
+        // Makes the benchmark fail loudly (it wants 200) instead of hanging.
+        fail(res, 503, 'h2 floor: no HTTP/2 link to the back')
+        return
+      }
+      const stream = session.request({
+        [h2.HTTP2_HEADER_METHOD]: 'POST',
+        [h2.HTTP2_HEADER_PATH]: req.url ?? '/',
+        'content-type': JSON_TYPE,
+        'content-length': body.length,
+      })
+      stream.on('error', (err) => fail(res, 502, `h2 floor: ${err.message}`))
+      stream.on('response', (headers: H2Headers) => {
+        const out: Record<string, string> = {}
+        const type = headers['content-type']
+        const length = headers['content-length']
+        if (typeof type === 'string') out['content-type'] = type
+        if (typeof length === 'string') out['content-length'] = length
+        res.writeHead(Number(headers[h2.HTTP2_HEADER_STATUS] ?? 502), out)
+        stream.pipe(res)
+      })
+      // A client that leaves cancels the stream too (as the reference proxy does upstream).
+      res.on('close', () => {
+        if (!res.writableFinished) stream.close(h2.NGHTTP2_CANCEL)
+      })
+      stream.end(body)
+    })
+  })
+  httpServer.keepAliveTimeout = 60_000
+
+  tlsServer.listen(0, '127.0.0.1')
+  httpServer.listen(port, '127.0.0.1')
+  await Promise.all([
+    new Promise((resolve) => tlsServer.once('listening', resolve)),
+    new Promise((resolve) => httpServer.once('listening', resolve)),
+  ])
+  const httpPort = (httpServer.address() as AddressInfo).port
+  const tlsPort = (tlsServer.address() as AddressInfo).port
+  process.stdout.write(`listening ${httpPort} tls ${tlsPort}\n`)
+}
+
+/** Answers one HTTP/2 stream: read the body, one engine request, reply with the whole body. */
+function serveStream(pool: Pool, stream: ServerHttp2Stream, headers: H2Headers): void {
+  const chunks: Buffer[] = []
+  let controller: Dispatcher.DispatchController | undefined
+  stream.on('error', () => controller?.abort(new Error('stream error')))
+  stream.on('close', () => {
+    // The front cancelled: stop the engine request as well.
+    if (!stream.headersSent) controller?.abort(new Error('stream closed'))
+  })
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk))
+  stream.on('end', () => {
+    const body = Buffer.concat(chunks)
+    let status = 502
+    let type = JSON_TYPE
+    const parts: Buffer[] = []
+    pool.dispatch(
+      {
+        method: 'POST',
+        path: String(headers[h2.HTTP2_HEADER_PATH] ?? '/'),
+        headers: { 'content-type': JSON_TYPE },
+        body,
+      },
+      {
+        onRequestStart(c) {
+          controller = c
+        },
+        onResponseStart(_c, statusCode, responseHeaders) {
+          status = statusCode
+          const t = responseHeaders['content-type']
+          if (typeof t === 'string') type = t
+        },
+        onResponseData(_c, chunk) {
+          parts.push(chunk)
+        },
+        onResponseEnd() {
+          if (stream.destroyed) return
+          const out = Buffer.concat(parts)
+          stream.respond({
+            [h2.HTTP2_HEADER_STATUS]: status,
+            'content-type': type,
+            'content-length': out.length,
+          })
+          stream.end(out)
+        },
+        onResponseError(_c, err) {
+          if (stream.destroyed) return
+          if (stream.headersSent) stream.close(h2.NGHTTP2_INTERNAL_ERROR)
+          else {
+            stream.respond({ [h2.HTTP2_HEADER_STATUS]: 502, 'content-type': 'text/plain' })
+            stream.end(`engine: ${err.message}`)
+          }
+        },
+      },
+    )
+  })
+}
+
+/** The back: dials the front over TLS 1.3 and serves HTTP/2 on that one socket. */
+function runBack(front: { host: string; port: number }, target: { host: string; port: number }): void {
+  const pool = new Pool(`http://${target.host}:${target.port}`, { keepAliveTimeout: 60_000 })
+  const h2server = createH2Server()
+  h2server.on('stream', (stream, headers) => serveStream(pool, stream, headers))
+  h2server.on('session', (session) => {
+    // The front sends its SETTINGS only once it has wrapped the socket in its
+    // HTTP/2 session, so from here on the front can send requests.
+    session.once('remoteSettings', () => process.stdout.write('ready\n'))
+    session.on('error', (err) => process.stderr.write(`h2 session error: ${err.message}\n`))
+  })
+
+  // A benchmark between two local processes: the certificate is not checked,
+  // which only affects the handshake, not the per-request cost measured.
+  const socket = tlsConnect({
+    ...TLS13,
+    host: front.host,
+    port: front.port,
+    ALPNProtocols: ['h2'],
+    rejectUnauthorized: false,
+  })
+  socket.setNoDelay(true)
+  socket.once('secureConnect', () => {
+    if (socket.alpnProtocol !== 'h2') {
+      process.stderr.write(`front did not agree on h2 (ALPN ${String(socket.alpnProtocol)})\n`)
+      process.exit(1)
+    }
+    h2server.emit('connection', socket)
+  })
+  socket.on('error', (err) => process.stderr.write(`link error: ${err.message}\n`))
+  // Without its link the back is useless: exit so the harness sees it died.
+  socket.once('close', () => {
+    process.stderr.write('link to the front closed\n')
+    process.exit(1)
+  })
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      port: { type: 'string', default: '0' },
+      front: { type: 'string' },
+      target: { type: 'string' },
+    },
+  })
+  // Exit normally on SIGTERM (the harness's stop) so that node's exit hooks run,
+  // e.g. --cpu-prof writing its profile (see BENCH_CHILD_NODE_ARGS).
+  process.once('SIGTERM', () => process.exit(0))
+  const role = positionals[0]
+  if (role === 'front') await runFront(Number(values.port))
+  else if (role === 'back') runBack(hostPort(values.front, '--front'), hostPort(values.target, '--target'))
+  else throw new Error(`role must be "front" or "back", got ${String(role)}`)
+}
+
+await main()
