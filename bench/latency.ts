@@ -158,7 +158,16 @@ async function startTopology(children: ChildGroup, tempDirs: string[]): Promise<
       'server',
       ...['--host', '127.0.0.1', '--control-port', control, '--proxy-port', proxy],
       ...['--public-port', pub, '--api-port', api, '--data-dir', serverDir],
-      ...['--api-key', API_KEY, '--worker-token', WORKER_TOKEN, '--log-level', 'warn'],
+      ...[
+        '--api-key',
+        API_KEY,
+        '--admin-key',
+        API_KEY,
+        '--worker-token',
+        WORKER_TOKEN,
+        '--log-level',
+        'warn',
+      ],
     ],
     { ready: /gpufabric server ready/ },
   )

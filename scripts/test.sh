@@ -10,6 +10,11 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
+echo "== real servers for the tests (PostgreSQL, Redis)"
+bash scripts/ensure-services.sh
+# In CI a missing server is a failure, never a skipped test.
+if [ "${CI:-}" = "true" ]; then export GPUF_REQUIRE_SERVICES=1; fi
+
 echo "== build + typecheck"
 rm -rf dist
 npx tsc -p tsconfig.json
@@ -20,5 +25,5 @@ npx biome check .
 echo "== tests"
 # One runner for every layer, so its closing summary counts them all.
 # (Node 20's --test takes no globs, hence find.)
-mapfile -t files < <(for layer in unit integration e2e; do find "dist/test/$layer" -name '*.test.js' | sort; done)
+mapfile -t files < <(for layer in unit contract integration e2e; do find "dist/test/$layer" -name '*.test.js' | sort; done)
 node --test --test-reporter=spec --test-timeout=120000 "${files[@]}"

@@ -96,20 +96,36 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
     env: ['DATABASE_URL'],
     type: 'string',
     secret: true,
-    description: 'PostgreSQL URL (not used yet: keys come from --api-key)',
+    description:
+      'PostgreSQL URL for keys, workers and statistics (default: SQLite file gpufabric.db in the data dir)',
   },
   {
     name: 'redis-url',
     env: ['REDIS_URL'],
     type: 'string',
     secret: true,
-    description: 'Redis URL (not used yet)',
+    description:
+      'Redis URL: shared key cache (5-minute TTL), revocations and rate limits across servers (default: in-process)',
   },
   {
     name: 'bootstrap-server',
     env: ['BOOTSTRAP_SERVER'],
     type: 'string',
     description: 'Kafka bootstrap servers (not used yet)',
+  },
+  {
+    name: 'admin-key',
+    env: ['ADMIN_KEY'],
+    type: 'string',
+    secret: true,
+    description: 'key for the management API; created (and printed once) on first start when not given',
+  },
+  {
+    name: 'key-cache-ms',
+    type: 'int',
+    default: 300_000,
+    description:
+      'how long a server trusts a key it has checked before asking the cache/database again (0 = no caching)',
   },
   ...common,
 ]

@@ -4,6 +4,7 @@ import { defaultDataDir, envNames } from '../config/index.js'
 import { FabricError } from '../errors/index.js'
 import { writeSelfSignedCertificate } from '../tls/index.js'
 import { VERSION } from '../version.js'
+import { addKeyCommands } from './keys.js'
 import { SERVER_OPTIONS, WORKER_OPTIONS } from './options.js'
 import { startServerFromFlags, stopOnSignals } from './server.js'
 import { runUp } from './up.js'
@@ -24,10 +25,10 @@ function addOptions(command: Command, specs: readonly OptionSpec[]): Command {
 }
 
 /** Runs a command's action, turning fabric errors into a clear message and exit code 2. */
-function action(fn: (flags: Record<string, unknown>) => Promise<void>) {
-  return async (flags: Record<string, unknown>) => {
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
+  return async (...args: A) => {
     try {
-      await fn(flags)
+      await fn(...args)
     } catch (err) {
       if (err instanceof FabricError) {
         process.stderr.write(`gpufabric: ${err.message} [${err.code}]\n`)
@@ -97,5 +98,6 @@ export function buildProgram(defaultCommand?: 'server' | 'worker'): Command {
         )
       }),
     )
+  addKeyCommands(program, action as never)
   return program
 }

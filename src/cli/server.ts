@@ -1,8 +1,18 @@
+import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { type AdminAuth, resolveAdminKey } from '../auth/admin.js'
+import { KeyAuthenticator } from '../auth/authenticator.js'
+import { KeyManager } from '../auth/manage.js'
+import { RateLimiter } from '../auth/rate-limit.js'
+import { storeWorkerAuthenticator } from '../auth/workers.js'
+import { type Cache, createCache } from '../cache/index.js'
 import { defaultDataDir, resolveOptions } from '../config/index.js'
 import { loadOrCreateSecret } from '../config/secrets.js'
+import { ErrorCodes, isFabricError } from '../errors/index.js'
 import { createLogger, type Logger } from '../observability/logger.js'
-import { type FabricPorts, FabricServer } from '../server/index.js'
+import { type FabricPorts, FabricServer, type WorkerEvents } from '../server/index.js'
+import { createStore, type KeyRecord, type Store } from '../store/index.js'
 import { loadOrCreateCertificate } from '../tls/index.js'
 import { SERVER_OPTIONS } from './options.js'
 
@@ -21,11 +31,16 @@ export interface StartedServer {
 /** Resolves server options, creates missing secrets and certificate, and starts the server. */
 export async function startServerFromFlags(
   flags: Record<string, unknown>,
-  out = process.stdout,
+  out: NodeJS.WritableStream = process.stdout,
+  logDestination?: NodeJS.WritableStream,
 ): Promise<StartedServer> {
   const o = resolveOptions(SERVER_OPTIONS, flags)
   const dataDir = (o['dataDir'] as string | undefined) ?? defaultDataDir()
-  const logger = createLogger({ level: o['logLevel'] as string, name: 'gpufabric-server' })
+  const logger = createLogger({
+    level: o['logLevel'] as string,
+    name: 'gpufabric-server',
+    ...(logDestination === undefined ? {} : { destination: logDestination }),
+  })
   for (const unused of ['databaseUrl', 'redisUrl', 'bootstrapServer'] as const) {
     if (o[unused] !== undefined) {
       logger.warn(
@@ -67,6 +82,14 @@ export async function startServerFromFlags(
       ? undefined
       : { cert: await readFile(publicCert, 'utf8'), key: await readFile(publicKey ?? '', 'utf8') }
 
+  const infra = await openInfrastructure(o, dataDir, logger, workerToken)
+  if (infra.adminKeyCreated !== undefined)
+    lines.push(`created admin key (shown once): ${infra.adminKeyCreated}`)
+  else
+    lines.push(
+      `admin key: ${o['adminKey'] !== undefined ? 'given' : `stored hash in the database${existsSync(join(dataDir, 'admin-key')) ? `; key in ${join(dataDir, 'admin-key')}` : ''}`}`,
+    )
+  lines.push(`store: ${infra.store.kind}   cache: ${infra.cache.kind}`)
   const server = new FabricServer({
     host: o['host'] as string,
     controlPort: o['controlPort'] as number,
@@ -77,13 +100,31 @@ export async function startServerFromFlags(
     key: cert.key,
     publicTls,
     apiKeys,
-    workerToken,
+    authenticateWorker: storeWorkerAuthenticator({ store: infra.store, sharedToken: workerToken, logger }),
+    keyAuthenticator: new KeyAuthenticator({
+      staticKeys: apiKeys,
+      store: infra.store,
+      cache: infra.cache,
+      logger: logger.child({ component: 'keys' }),
+      localTtlMs: o['keyCacheMs'] as number,
+    }),
+    rateLimiter: new RateLimiter({ shared: infra.cache, local: infra.localCache, logger }),
+    admin: infra.admin,
+    store: infra.store,
+    keyManager: new KeyManager(infra.store, async (record: KeyRecord) => {
+      await server.invalidateKey(record.prefix)
+    }),
+    workerEvents: workerEventsFor(infra.store, logger),
     logger,
     pingIntervalMs: o['pingIntervalMs'] as number,
     pingDeadlineMs: o['pingDeadlineMs'] as number,
     maxBodyBytes: o['maxBodyBytes'] as number,
   })
-  const ports = await server.start()
+  const ports = await server.start().catch(async (err: unknown) => {
+    await infra.close()
+    throw err
+  })
+  server.onStopped(() => infra.close())
   const host = (o['host'] as string) === '0.0.0.0' ? 'localhost' : (o['host'] as string)
   out.write(
     [
@@ -105,6 +146,91 @@ export async function startServerFromFlags(
     fingerprint256: cert.fingerprint256,
     certPem: cert.cert,
     logger,
+  }
+}
+
+/** Store, caches and admin key of a server. */
+interface Infrastructure {
+  store: Store
+  cache: Cache
+  localCache: Cache
+  admin: AdminAuth
+  adminKeyCreated: string | undefined
+  close(): Promise<void>
+}
+
+async function openInfrastructure(
+  o: Record<string, unknown>,
+  dataDir: string,
+  logger: Logger,
+  _workerToken: string,
+): Promise<Infrastructure> {
+  const store = await createStore({
+    databaseUrl: o['databaseUrl'] as string | undefined,
+    sqlitePath: join(dataDir, 'gpufabric.db'),
+  })
+  await migrateWhenReachable(store, logger)
+  const localCache = await createCache({})
+  const redisUrl = o['redisUrl'] as string | undefined
+  const cache = redisUrl === undefined ? localCache : await createCache({ redisUrl })
+  const admin = await resolveAdminKey({ given: o['adminKey'] as string | undefined, store, dataDir })
+  return {
+    store,
+    cache,
+    localCache,
+    admin: admin.auth,
+    adminKeyCreated: admin.created,
+    async close() {
+      await Promise.allSettled([
+        store.close(),
+        cache.close(),
+        cache === localCache ? undefined : localCache.close(),
+      ])
+    },
+  }
+}
+
+/**
+ * Applies migrations; a database that is down at start-up does not stop the server (static
+ * keys work meanwhile): it keeps trying in the background.
+ */
+async function migrateWhenReachable(store: Store, logger: Logger): Promise<void> {
+  try {
+    await store.migrate()
+  } catch (err) {
+    if (!isFabricError(err, ErrorCodes.STORE_UNAVAILABLE)) throw err
+    logger.error('database unavailable at start-up; serving static keys and retrying migrations')
+    const retry = setInterval(() => {
+      store.migrate().then(
+        () => {
+          clearInterval(retry)
+          logger.info('database reachable; migrations applied')
+        },
+        () => undefined,
+      )
+    }, 2_000)
+    retry.unref()
+  }
+}
+
+/** Records workers coming and going in the store; a database outage only costs a log line. */
+function workerEventsFor(store: Store, logger: Logger): WorkerEvents {
+  const fail = (err: unknown) => logger.warn({ err: String(err) }, 'could not record worker status')
+  return {
+    online(s) {
+      store
+        .updateWorker(s.clientId, {
+          status: 'online',
+          os: s.os ?? null,
+          hostname: s.hostname ?? null,
+          engineType: s.engineType,
+          models: [...s.models],
+        })
+        .catch(fail)
+    },
+    offline(s) {
+      store.updateWorker(s.clientId, { status: 'offline' }).catch(fail)
+    },
   }
 }
 

@@ -4,7 +4,9 @@ import { pino } from 'pino'
 export type Logger = pino.Logger
 
 /** Creates the root logger. Secrets are redacted wherever they might appear. */
-export function createLogger(options: { level?: string | undefined; name?: string } = {}): Logger {
+export function createLogger(
+  options: { level?: string | undefined; name?: string; destination?: pino.DestinationStream } = {},
+): Logger {
   // Logs go to stderr: stdout carries what a person or a script reads (banner, keys, JSON).
   return pino(
     {
@@ -24,7 +26,7 @@ export function createLogger(options: { level?: string | undefined; name?: strin
         censor: '[redacted]',
       },
     },
-    pino.destination(2),
+    options.destination ?? pino.destination(2),
   )
 }
 

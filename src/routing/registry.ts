@@ -54,30 +54,39 @@ export class WorkerRegistry {
     return [...this.#byModel.keys()].sort()
   }
 
-  /** True when some worker announces the model (under that name or `name:latest`). */
-  hasModel(model: string): boolean {
-    return this.#candidates(model) !== undefined
+  /** True when some worker (among `allow`, when given) announces the model (under that name or `name:latest`). */
+  hasModel(model: string, allow?: ReadonlySet<string>): boolean {
+    const list = this.#candidates(model)
+    if (list === undefined) return false
+    return allow === undefined || list.some((w) => allow.has(w.clientId))
   }
 
   /**
    * Picks a routable worker serving `model`: two random candidates, the one with fewer
    * requests in flight wins (relative to capacity when stated). `exclude` skips workers
-   * a request has already failed on.
+   * a request has already failed on; `allow`, when given, limits the choice to those client ids
+   * (keys dedicated to given workers).
    */
-  pick(model: string, exclude?: ReadonlySet<WorkerSession>): WorkerSession | undefined {
+  pick(
+    model: string,
+    exclude?: ReadonlySet<WorkerSession>,
+    allow?: ReadonlySet<string>,
+  ): WorkerSession | undefined {
     const list = this.#candidates(model)
     if (list === undefined) return undefined
     const n = list.length
     if (n === 1) {
       const only = list[0]!
-      return only.routable && !exclude?.has(only) ? only : undefined
+      return only.routable && !exclude?.has(only) && (allow === undefined || allow.has(only.clientId))
+        ? only
+        : undefined
     }
     let a: WorkerSession | undefined
     let b: WorkerSession | undefined
     const start = (Math.random() * n) | 0
     for (let i = 0; i < n && b === undefined; i++) {
       const w = list[(start + i) % n]!
-      if (!w.routable || exclude?.has(w)) continue
+      if (!w.routable || exclude?.has(w) || (allow !== undefined && !allow.has(w.clientId))) continue
       if (a === undefined) a = w
       else b = w
     }

@@ -1,9 +1,15 @@
+import { AdminAuth } from '../auth/admin.js'
+import { KeyAuthenticator } from '../auth/authenticator.js'
+import type { KeyManager } from '../auth/manage.js'
+import type { RateLimiter } from '../auth/rate-limit.js'
 import type { Logger } from '../observability/logger.js'
 import { silentLogger } from '../observability/logger.js'
 import { WorkerRegistry } from '../routing/registry.js'
+import type { WorkerSession } from '../routing/worker-session.js'
+import type { Store } from '../store/index.js'
 import { VERSION } from '../version.js'
 import { ApiServer } from './api/index.js'
-import { StaticKeyAuthenticator, sharedTokenAuthenticator, type WorkerAuthenticator } from './auth.js'
+import { sharedTokenAuthenticator, type WorkerAuthenticator } from './auth.js'
 import { ControlServer } from './control/index.js'
 import { DataPlaneServer } from './dataplane/index.js'
 import { Gateway } from './gateway/index.js'
@@ -23,6 +29,15 @@ export interface FabricServerOptions {
   readonly publicTls?: { cert: string; key: string } | undefined
   /** Static API keys accepted on the public port (the seed's `--api-key` fallback). */
   readonly apiKeys: readonly string[]
+  /** API keys beyond the static ones (database, caches). Default: the static keys only. */
+  readonly keyAuthenticator?: KeyAuthenticator
+  readonly rateLimiter?: RateLimiter | undefined
+  /** Admin of the management API. Default: the first static API key. */
+  readonly admin?: AdminAuth
+  readonly keyManager?: KeyManager | undefined
+  readonly store?: Store | undefined
+  /** Told when workers come and go (to record them in the store). */
+  readonly workerEvents?: WorkerEvents | undefined
   /** Shared worker credential, or a custom authenticator. */
   readonly workerToken?: string
   readonly authenticateWorker?: WorkerAuthenticator
@@ -36,6 +51,12 @@ export interface FabricServerOptions {
   readonly firstByteTimeoutMs?: number
   readonly idleTimeoutMs?: number
   readonly dataConnections?: number
+}
+
+/** Hooks for workers logging in and out. Must not throw; errors are theirs to log. */
+export interface WorkerEvents {
+  online(session: WorkerSession): void
+  offline(session: WorkerSession): void
 }
 
 /** Bound ports of a running server. */
@@ -55,6 +76,8 @@ export class FabricServer {
   readonly #gateway: Gateway
   readonly #api: ApiServer
   readonly #logger: Logger
+  readonly #keys: KeyAuthenticator
+  readonly #onStopped: (() => Promise<void>)[] = []
 
   constructor(options: FabricServerOptions) {
     const logger = options.logger ?? silentLogger()
@@ -63,7 +86,10 @@ export class FabricServer {
       options.authenticateWorker ??
       (options.workerToken !== undefined ? sharedTokenAuthenticator(options.workerToken) : undefined)
     if (authenticate === undefined) throw new Error('FabricServer needs workerToken or authenticateWorker')
-    const keys = new StaticKeyAuthenticator(options.apiKeys)
+    const keys =
+      options.keyAuthenticator ??
+      new KeyAuthenticator({ staticKeys: options.apiKeys, logger: logger.child({ component: 'keys' }) })
+    this.#keys = keys
     const { registry } = this
     this.#control = new ControlServer({
       host: options.host,
@@ -79,7 +105,8 @@ export class FabricServer {
       pingDeadlineMs: options.pingDeadlineMs,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       dataConnections: options.dataConnections,
-    } as ConstructorParameters<typeof ControlServer>[0])
+      events: options.workerEvents,
+    })
     this.#dataplane = new DataPlaneServer({
       host: options.host,
       port: options.proxyPort,
@@ -93,18 +120,29 @@ export class FabricServer {
       port: options.publicPort,
       registry,
       keys,
+      rateLimiter: options.rateLimiter,
       logger: logger.child({ component: 'gateway' }),
       version: VERSION,
       tls: options.publicTls,
       maxBodyBytes: options.maxBodyBytes,
       firstByteTimeoutMs: options.firstByteTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs,
-    } as ConstructorParameters<typeof Gateway>[0])
-    this.#api = new ApiServer({ host: options.host, port: options.apiPort, registry, keys, version: VERSION })
+    })
+    this.#api = new ApiServer({
+      host: options.host,
+      port: options.apiPort,
+      registry,
+      admin: options.admin ?? AdminAuth.forKey(options.apiKeys[0] ?? ''),
+      version: VERSION,
+      logger: logger.child({ component: 'api' }),
+      keys: options.keyManager,
+      store: options.store,
+    })
   }
 
   /** Binds every port. */
   async start(): Promise<FabricPorts> {
+    this.#keys.start()
     this.ports.control = await this.#control.start()
     this.ports.proxy = await this.#dataplane.start()
     this.ports.public = await this.#gateway.start()
@@ -113,9 +151,21 @@ export class FabricServer {
     return this.ports
   }
 
+  /** Drops a key from every cache (after a revocation through the management API). */
+  invalidateKey(prefix: string): Promise<void> {
+    return this.#keys.invalidate(prefix)
+  }
+
+  /** Runs `fn` after the server has stopped (to close what the caller opened for it). */
+  onStopped(fn: () => Promise<void>): void {
+    this.#onStopped.push(fn)
+  }
+
   /** Closes every port and every worker connection. */
   async stop(): Promise<void> {
     await Promise.allSettled([this.#gateway.stop(), this.#api.stop()])
     await Promise.allSettled([this.#control.stop(), this.#dataplane.stop()])
+    this.#keys.stop()
+    for (const fn of this.#onStopped.splice(0)) await fn().catch(() => undefined)
   }
 }

@@ -104,7 +104,9 @@ test('gpuf-s and gpuf-c aliases; the worker trusts the local data dir and keeps 
     const deadline = Date.now() + 15_000
     let workers: { clientId: string }[] = []
     while (Date.now() < deadline) {
-      const key = existsSync(join(data, 'api-key')) ? readFileSync(join(data, 'api-key'), 'utf8').trim() : ''
+      const key = existsSync(join(data, 'admin-key'))
+        ? readFileSync(join(data, 'admin-key'), 'utf8').trim()
+        : ''
       workers = await fetch(`http://127.0.0.1:${ports[3]}/api/v1/workers`, {
         headers: { authorization: `Bearer ${key}` },
       })

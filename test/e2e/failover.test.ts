@@ -33,6 +33,8 @@ function startServer(): CliProcess {
     join(dir, 'server'),
     '--api-key',
     KEY,
+    '--admin-key',
+    KEY,
     '--worker-token',
     TOKEN,
     '--ping-interval-ms',

@@ -1,20 +1,27 @@
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { ErrorCodes } from '../../errors/index.js'
+import type { AdminAuth } from '../../auth/admin.js'
+import { type CreateKeyInput, type KeyManager, publicKeyView } from '../../auth/manage.js'
+import { ErrorCodes, FabricError, isFabricError } from '../../errors/index.js'
+import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
-import type { StaticKeyAuthenticator } from '../auth.js'
-import { sendError } from '../gateway/errors.js'
+import type { Store } from '../../store/index.js'
+import { sendError, statusOf } from '../gateway/errors.js'
 
 /** Options of the management API port. */
 export interface ApiServerOptions {
   readonly host: string
   readonly port: number
   readonly registry: WorkerRegistry
-  /** Keys allowed to read the management API. */
-  readonly keys: StaticKeyAuthenticator
+  /** Who may use the management API. */
+  readonly admin: AdminAuth
   readonly version: string
+  readonly logger: Logger
+  /** Key management; without a store the key routes answer 503. */
+  readonly keys?: KeyManager | undefined
+  readonly store?: Store | undefined
 }
 
 /** JSON view of one worker, as the management API shows it. */
@@ -37,7 +44,9 @@ export function describeWorker(w: WorkerSession) {
   }
 }
 
-/** The management and monitoring REST API (port 18081). */
+const MAX_BODY = 64 * 1024
+
+/** The management and monitoring REST API (port 18081). Everything but `/health` takes the admin key. */
 export class ApiServer {
   readonly #options: ApiServerOptions
   readonly #server: Server
@@ -45,7 +54,16 @@ export class ApiServer {
 
   constructor(options: ApiServerOptions) {
     this.#options = options
-    this.#server = createServer((req, res) => this.#handle(req, res))
+    this.#server = createServer((req, res) => {
+      this.#handle(req, res).catch((err: unknown) => {
+        const fabric = isFabricError(err)
+          ? err
+          : new FabricError(ErrorCodes.INTERNAL, 'internal error', { cause: err })
+        if (fabric.code === ErrorCodes.INTERNAL)
+          options.logger.error({ err: String(err) }, 'management API error')
+        sendError(res, 'openai', fabric.code, fabric.message)
+      })
+    })
   }
 
   async start(): Promise<number> {
@@ -60,10 +78,11 @@ export class ApiServer {
     await closed
   }
 
-  #handle(req: IncomingMessage, res: ServerResponse): void {
-    req.resume()
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!
+    const method = req.method ?? 'GET'
     if (path === '/health' || path === '/api/v1/health') {
+      req.resume()
       json(res, 200, {
         status: 'ok',
         version: this.#options.version,
@@ -73,40 +92,187 @@ export class ApiServer {
     }
     const auth = req.headers.authorization
     const key = auth?.toLowerCase().startsWith('bearer ') ? auth.slice(7).trim() : req.headers['x-api-key']
-    if (typeof key !== 'string' || !this.#options.keys.check(key)) {
-      sendError(res, 'openai', ErrorCodes.UNAUTHORIZED, 'invalid or missing key')
+    if (typeof key !== 'string' || !this.#options.admin.check(key)) {
+      req.resume()
+      sendError(res, 'openai', ErrorCodes.UNAUTHORIZED, 'the management API needs the admin key')
       return
     }
+    let body: unknown = {}
+    if (method === 'POST' || method === 'PUT') body = await readJson(req)
+    else req.resume()
     const { registry } = this.#options
-    if (req.method !== 'GET') {
-      sendError(res, 'openai', ErrorCodes.METHOD_NOT_ALLOWED, `${path} takes GET`)
-      return
+    const segments = path.split('/').filter(Boolean).map(decodeURIComponent)
+    if (segments[0] !== 'api' || segments[1] !== 'v1')
+      throw new FabricError(ErrorCodes.NOT_FOUND, `no route for ${method} ${path}`)
+    const [, , resource, id, action] = segments
+
+    switch (
+      `${method} ${resource}${id === undefined ? '' : '/:id'}${action === undefined ? '' : `/${action}`}`
+    ) {
+      case 'GET workers':
+        return json(res, 200, { workers: [...registry.workers()].map(describeWorker) })
+      case 'GET workers/:id': {
+        const worker = registry.byClientId(id!)
+        if (worker !== undefined) return json(res, 200, describeWorker(worker))
+        const stored = await this.#options.store?.getWorker(id!)
+        if (stored === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such worker')
+        return json(res, 200, stored)
+      }
+      case 'GET models':
+        return json(res, 200, {
+          models: registry.models().map((name) => ({
+            name,
+            workers: [...registry.workers()].filter((w) => w.models.includes(name)).map((w) => w.clientId),
+          })),
+        })
+      case 'GET stats': {
+        let inflight = 0
+        for (const w of registry.workers()) inflight += w.inflight
+        return json(res, 200, { workers: registry.size, models: registry.models().length, inflight })
+      }
+      case 'GET keys':
+        return json(res, 200, { keys: (await this.#keys().list()).map(publicKeyView) })
+      case 'GET keys/:id': {
+        const record = await this.#keys().get(id!)
+        if (record === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such key')
+        return json(res, 200, publicKeyView(record))
+      }
+      case 'POST keys': {
+        const created = await this.#keys().create(keyInput(body))
+        return json(res, 201, { ...publicKeyView(created.record), key: created.key })
+      }
+      case 'DELETE keys/:id':
+      case 'POST keys/:id/revoke': {
+        const revoked = await this.#keys().revoke(id!)
+        if (revoked === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such active key')
+        return json(res, 200, { id: revoked.id, revoked: true })
+      }
+      case 'POST keys/:id/rotate': {
+        const rotated = await this.#keys().rotate(id!)
+        return json(res, 201, {
+          ...publicKeyView(rotated.record),
+          key: rotated.key,
+          replaced: rotated.revoked.id,
+        })
+      }
+      case 'GET users': {
+        const store = this.#storeOrFail()
+        return json(res, 200, { users: await store.listUsers() })
+      }
+      case 'POST users': {
+        const name = (body as { name?: unknown }).name
+        if (typeof name !== 'string' || name.length === 0 || name.length > 128) {
+          throw new FabricError(
+            ErrorCodes.BAD_REQUEST,
+            "'name' must be a non-empty string of at most 128 characters",
+          )
+        }
+        return json(res, 201, await this.#storeOrFail().ensureUser(name))
+      }
     }
-    if (path === '/api/v1/workers') {
-      json(res, 200, { workers: [...registry.workers()].map(describeWorker) })
-      return
+    throw new FabricError(ErrorCodes.NOT_FOUND, `no route for ${method} ${path}`)
+  }
+
+  #keys(): KeyManager {
+    if (this.#options.keys === undefined) {
+      throw new FabricError(ErrorCodes.STORE_UNAVAILABLE, 'key management needs the database')
     }
-    if (path.startsWith('/api/v1/workers/')) {
-      const worker = registry.byClientId(decodeURIComponent(path.slice('/api/v1/workers/'.length)))
-      if (worker === undefined) sendError(res, 'openai', ErrorCodes.NOT_FOUND, 'no such worker')
-      else json(res, 200, describeWorker(worker))
-      return
+    return this.#options.keys
+  }
+
+  #storeOrFail(): Store {
+    if (this.#options.store === undefined) throw new FabricError(ErrorCodes.STORE_UNAVAILABLE, 'no database')
+    return this.#options.store
+  }
+}
+
+/** Validates a key-creation body; unknown fields are refused so typos do not pass silently. */
+function keyInput(body: unknown): CreateKeyInput {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new FabricError(ErrorCodes.BAD_REQUEST, 'body must be a JSON object')
+  }
+  const b = body as Record<string, unknown>
+  const known = new Set([
+    'name',
+    'user',
+    'kind',
+    'accessLevel',
+    'workerIds',
+    'models',
+    'rpmLimit',
+    'tpmLimit',
+    'expiresAt',
+    'expiresInDays',
+  ])
+  for (const k of Object.keys(b))
+    if (!known.has(k)) throw new FabricError(ErrorCodes.BAD_REQUEST, `unknown field '${k}'`)
+  const str = (k: string) => {
+    const v = b[k]
+    if (v === undefined || v === null) return undefined
+    if (typeof v !== 'string' || v.length > 256)
+      throw new FabricError(ErrorCodes.BAD_REQUEST, `'${k}' must be a string`)
+    return v
+  }
+  const list = (k: string) => {
+    const v = b[k]
+    if (v === undefined || v === null) return undefined
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) {
+      throw new FabricError(ErrorCodes.BAD_REQUEST, `'${k}' must be a list of strings`)
     }
-    if (path === '/api/v1/models') {
-      const models = registry.models().map((name) => ({
-        name,
-        workers: [...registry.workers()].filter((w) => w.models.includes(name)).map((w) => w.clientId),
-      }))
-      json(res, 200, { models })
-      return
+    return v as string[]
+  }
+  const int = (k: string) => {
+    const v = b[k]
+    if (v === undefined || v === null) return undefined
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+      throw new FabricError(ErrorCodes.BAD_REQUEST, `'${k}' must be a positive integer`)
     }
-    if (path === '/api/v1/stats') {
-      let inflight = 0
-      for (const w of registry.workers()) inflight += w.inflight
-      json(res, 200, { workers: registry.size, models: registry.models().length, inflight })
-      return
-    }
-    sendError(res, 'openai', ErrorCodes.NOT_FOUND, `no route for GET ${path}`)
+    return v
+  }
+  const kind = str('kind')
+  if (kind !== undefined && kind !== 'api' && kind !== 'worker')
+    throw new FabricError(ErrorCodes.BAD_REQUEST, "'kind' is api or worker")
+  const accessLevel = str('accessLevel')
+  if (accessLevel !== undefined && accessLevel !== 'shared' && accessLevel !== 'dedicated') {
+    throw new FabricError(ErrorCodes.BAD_REQUEST, "'accessLevel' is shared or dedicated")
+  }
+  let expiresAt: Date | undefined
+  const at = str('expiresAt')
+  if (at !== undefined) {
+    expiresAt = new Date(at)
+    if (Number.isNaN(expiresAt.getTime()))
+      throw new FabricError(ErrorCodes.BAD_REQUEST, "'expiresAt' is not a date")
+  }
+  const days = int('expiresInDays')
+  if (days !== undefined) expiresAt = new Date(Date.now() + days * 86_400_000)
+  const input: Record<string, unknown> = {
+    kind,
+    user: str('user'),
+    name: str('name'),
+    accessLevel,
+    workerIds: list('workerIds'),
+    models: list('models'),
+    rpmLimit: int('rpmLimit'),
+    tpmLimit: int('tpmLimit'),
+    expiresAt,
+  }
+  for (const k of Object.keys(input)) if (input[k] === undefined) delete input[k]
+  return input as CreateKeyInput
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > MAX_BODY) throw new FabricError(ErrorCodes.BODY_TOO_LARGE, `body exceeds ${MAX_BODY} bytes`)
+    chunks.push(chunk as Buffer)
+  }
+  if (size === 0) return {}
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch {
+    throw new FabricError(ErrorCodes.BAD_REQUEST, 'body is not valid JSON')
   }
 }
 
@@ -115,3 +281,5 @@ function json(res: ServerResponse, status: number, value: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
 }
+
+export { statusOf }

@@ -25,7 +25,8 @@ export interface ControlServerOptions {
   readonly pingIntervalMs?: number
   readonly pingDeadlineMs?: number
   readonly heartbeatIntervalMs?: number
-  readonly dataConnections?: number
+  readonly dataConnections?: number | undefined
+  readonly events?: { online(s: WorkerSession): void; offline(s: WorkerSession): void } | undefined
 }
 
 /**
@@ -88,6 +89,7 @@ export class ControlServer {
       }
       registry.remove(session)
       session.dropLinks()
+      this.#options.events?.offline(session)
       logger.info({ clientId: session.clientId, code: err?.code }, 'worker disconnected')
     })
 
@@ -170,6 +172,7 @@ export class ControlServer {
       dataConnections: this.#options.dataConnections ?? LIMITS.dataConnectionsPerWorker,
     })
     channel.startKeepalive(pingIntervalMs, pingDeadlineMs)
+    this.#options.events?.online(session)
     logger.info(
       {
         clientId: login.clientId,

@@ -17,11 +17,19 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCodes.ENGINE_UNAVAILABLE]: 502,
   [ErrorCodes.TIMEOUT_FIRST_BYTE]: 504,
   [ErrorCodes.SHUTTING_DOWN]: 503,
+  [ErrorCodes.STORE_UNAVAILABLE]: 503,
+  [ErrorCodes.CACHE_UNAVAILABLE]: 503,
+  [ErrorCodes.RATE_LIMITED]: 429,
+  [ErrorCodes.FORBIDDEN]: 403,
+  [ErrorCodes.KEY_EXPIRED]: 401,
+  [ErrorCodes.INTERNAL]: 500,
 }
 
 /** OpenAI's `type` field for each status class. */
 function openaiType(status: number): string {
   if (status === 401) return 'authentication_error'
+  if (status === 403) return 'permission_error'
+  if (status === 429) return 'rate_limit_error'
   if (status === 404) return 'invalid_request_error'
   if (status < 500) return 'invalid_request_error'
   return 'server_error'
@@ -34,6 +42,8 @@ function openaiCode(code: ErrorCode): string {
       return 'invalid_api_key'
     case ErrorCodes.MODEL_NOT_FOUND:
       return 'model_not_found'
+    case ErrorCodes.RATE_LIMITED:
+      return 'rate_limit_exceeded'
     default:
       return code
   }

@@ -7,13 +7,15 @@ import {
 } from 'node:http'
 import { createSecureServer, constants as h2, type IncomingHttpHeaders } from 'node:http2'
 import type { AddressInfo } from 'node:net'
+import type { KeyAuthenticator } from '../../auth/authenticator.js'
+import type { Principal } from '../../auth/principal.js'
+import { RateLimiter, tokensFromTail } from '../../auth/rate-limit.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
-import type { StaticKeyAuthenticator } from '../auth.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
 
@@ -36,7 +38,9 @@ export interface GatewayOptions {
   readonly host: string
   readonly port: number
   readonly registry: WorkerRegistry
-  readonly keys: StaticKeyAuthenticator
+  readonly keys: KeyAuthenticator
+  /** Per-key request and token limits; none when absent. */
+  readonly rateLimiter?: RateLimiter | undefined
   readonly logger: Logger
   readonly version: string
   /** Serve HTTPS (TLS 1.3, HTTP/2 and HTTP/1.1) with this certificate. */
@@ -102,23 +106,74 @@ export class Gateway {
       sendJson(res, 200, { status: 'ok' })
       return
     }
-    if (!this.#authorised(req.headers)) {
+    const key = presentedKey(req.headers)
+    if (key === undefined) {
+      this.#refuse(req, res, api, 'invalid')
+      return
+    }
+    // Fast path: static key or a key this process trusts already, no I/O.
+    const cached = this.#options.keys.checkCached(key)
+    if (cached !== undefined) {
+      this.#route(req, res, url, path, api, forwarded, cached)
+      return
+    }
+    req.pause()
+    this.#options.keys.authenticate(key).then(
+      (verdict) => {
+        if (verdict.ok) {
+          req.resume()
+          this.#route(req, res, url, path, api, forwarded, verdict.principal)
+        } else this.#refuse(req, res, api, verdict.reason)
+      },
+      () => this.#refuse(req, res, api, 'unavailable'),
+    )
+  }
+
+  #refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    api: ApiFamily,
+    reason: 'invalid' | 'expired' | 'unavailable',
+  ): void {
+    req.resume()
+    if (reason === 'unavailable') {
+      sendError(
+        res,
+        api,
+        ErrorCodes.STORE_UNAVAILABLE,
+        'cannot check this API key right now; try again shortly',
+        {
+          'retry-after': '1',
+        },
+      )
+    } else if (reason === 'expired') {
+      sendError(res, api, ErrorCodes.KEY_EXPIRED, 'this API key has expired')
+    } else {
       sendError(
         res,
         api,
         ErrorCodes.UNAUTHORIZED,
         'invalid or missing API key (use Authorization: Bearer <key> or x-api-key)',
       )
-      req.resume()
-      return
     }
+  }
+
+  #route(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: string,
+    path: string,
+    api: ApiFamily,
+    forwarded: ApiFamily | undefined,
+    principal: Principal,
+  ): void {
     if (forwarded !== undefined) {
       if (req.method !== 'POST') {
         sendError(res, api, ErrorCodes.METHOD_NOT_ALLOWED, `${path} takes POST`, { allow: 'POST' })
         req.resume()
         return
       }
-      this.#readAndForward(req, res, url, forwarded)
+      this.#readAndForward(req, res, url, forwarded, principal)
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -158,19 +213,13 @@ export class Gateway {
     sendError(res, api, ErrorCodes.NOT_FOUND, `no route for ${req.method} ${path}`)
   }
 
-  #authorised(headers: IncomingHttpHeaders): boolean {
-    const auth = headers.authorization
-    let key: string | undefined
-    if (auth !== undefined && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ')
-      key = auth.slice(7).trim()
-    else {
-      const header = headers['x-api-key']
-      key = Array.isArray(header) ? header[0] : header
-    }
-    return key !== undefined && key.length > 0 && this.#options.keys.check(key)
-  }
-
-  #readAndForward(req: IncomingMessage, res: ServerResponse, url: string, api: ApiFamily): void {
+  #readAndForward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: string,
+    api: ApiFamily,
+    principal: Principal,
+  ): void {
     const declared = Number(req.headers['content-length'] ?? -1)
     if (declared > this.#maxBodyBytes) {
       this.#tooLarge(req, res, api)
@@ -192,7 +241,7 @@ export class Gateway {
     req.on('end', () => {
       if (aborted) return
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-      void this.#forward(res, url, api, body)
+      void this.#forward(res, url, api, body, principal)
     })
   }
 
@@ -204,7 +253,13 @@ export class Gateway {
     req.resume()
   }
 
-  async #forward(res: ServerResponse, url: string, api: ApiFamily, body: Buffer): Promise<void> {
+  async #forward(
+    res: ServerResponse,
+    url: string,
+    api: ApiFamily,
+    body: Buffer,
+    principal: Principal,
+  ): Promise<void> {
     const model = modelOf(body)
     if (model === null) {
       sendError(res, api, ErrorCodes.BAD_REQUEST, 'request body is not valid JSON')
@@ -214,10 +269,42 @@ export class Gateway {
       sendError(res, api, ErrorCodes.MODEL_REQUIRED, "request body needs a 'model' string")
       return
     }
-    const { registry } = this.#options
-    if (!registry.hasModel(model)) {
+    const { registry, rateLimiter } = this.#options
+    if (principal.models !== null && !principal.models.has(model)) {
+      sendError(res, api, ErrorCodes.FORBIDDEN, `this API key may not use model '${model}'`)
+      return
+    }
+    let limitHeaders: Record<string, string> | undefined
+    let meter: TokenMeter | undefined
+    if (rateLimiter !== undefined && RateLimiter.applies(principal)) {
+      const admission = await rateLimiter.admit(principal).catch(() => undefined)
+      if (admission !== undefined) {
+        if (!admission.allowed) {
+          const what = admission.limit === 'tokens' ? 'tokens' : 'requests'
+          sendError(
+            res,
+            api,
+            ErrorCodes.RATE_LIMITED,
+            `rate limit reached: ${what} per minute for this key`,
+            admission.headers,
+          )
+          return
+        }
+        limitHeaders = admission.headers
+      }
+      if (principal.tpmLimit !== null)
+        meter = new TokenMeter((tokens) => void rateLimiter.recordTokens(principal, tokens))
+    }
+    if (!registry.hasModel(model, principal.workers ?? undefined)) {
       if (registry.size === 0) sendError(res, api, ErrorCodes.NO_WORKER, 'no worker is connected')
-      else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
+      else if (principal.workers !== null && registry.hasModel(model)) {
+        sendError(
+          res,
+          api,
+          ErrorCodes.MODEL_NOT_FOUND,
+          `model '${model}' is not served by this key's workers`,
+        )
+      } else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
       return
     }
     const headers = {
@@ -229,9 +316,9 @@ export class Gateway {
     let tried: Set<WorkerSession> | undefined
     for (let attempt = 0; attempt < this.#maxAttempts; attempt++) {
       if (res.destroyed) return
-      const worker = registry.pick(model, tried)
+      const worker = registry.pick(model, tried, principal.workers ?? undefined)
       if (worker === undefined) break
-      if ((await this.#attempt(worker, res, headers, body)) === 'done') return
+      if ((await this.#attempt(worker, res, headers, body, limitHeaders, meter)) === 'done') return
       tried ??= new Set()
       tried.add(worker)
     }
@@ -249,6 +336,8 @@ export class Gateway {
     res: ServerResponse,
     headers: Record<string, string | number>,
     body: Buffer,
+    extraHeaders: Record<string, string> | undefined,
+    meter: TokenMeter | undefined,
   ): Promise<Outcome> {
     return new Promise((resolve) => {
       let stream: ReturnType<WorkerSession['request']>
@@ -285,6 +374,7 @@ export class Gateway {
           const value = responseHeaders[name]
           if (typeof value === 'string') out.push(name, value)
         }
+        if (extraHeaders !== undefined) for (const name in extraHeaders) out.push(name, extraHeaders[name]!)
         contentType = String(responseHeaders['content-type'] ?? '')
         res.writeHead(status, out)
         // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
@@ -292,6 +382,7 @@ export class Gateway {
         resolve('done')
       })
       s.on('data', (chunk: Buffer) => {
+        meter?.observe(chunk)
         if (!res.write(chunk)) s.pause()
       })
       res.on('drain', onDrain)
@@ -301,6 +392,7 @@ export class Gateway {
       })
       s.once('close', () => {
         worker.inflight--
+        if (responded) meter?.finish()
         res.off('close', onClientGone)
         res.off('drain', onDrain)
         if (!responded) {
@@ -316,6 +408,41 @@ export class Gateway {
       s.end(body)
     })
   }
+}
+
+/** Keeps the tail of an answer to count the tokens it used (only for keys with a token limit). */
+class TokenMeter {
+  #tail = ''
+  #bytes = 0
+  #done = false
+  readonly #report: (tokens: number) => void
+
+  constructor(report: (tokens: number) => void) {
+    this.#report = report
+  }
+
+  observe(chunk: Buffer): void {
+    this.#bytes += chunk.length
+    this.#tail = (this.#tail + chunk.toString('utf8')).slice(-4096)
+  }
+
+  finish(): void {
+    if (this.#done) return
+    this.#done = true
+    this.#report(tokensFromTail(this.#tail, this.#bytes))
+  }
+}
+
+/** The key a request presents: `Authorization: Bearer <key>` or `x-api-key`. */
+function presentedKey(headers: IncomingHttpHeaders): string | undefined {
+  const auth = headers.authorization
+  if (auth !== undefined && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ') {
+    const key = auth.slice(7).trim()
+    return key.length > 0 ? key : undefined
+  }
+  const header = headers['x-api-key']
+  const key = Array.isArray(header) ? header[0] : header
+  return key !== undefined && key.length > 0 ? key : undefined
 }
 
 /** The `model` of a JSON body: the name, `undefined` when absent or not a string, `null` when not JSON. */

@@ -1,0 +1,141 @@
+/**
+ * The persistent store: users, API keys and worker tokens, workers, and the telemetry
+ * tables (heartbeats, daily statistics). Two adapters: SQLite (embedded default, a file in
+ * the data dir) and PostgreSQL (`--database-url`). Every method takes and returns plain
+ * values; adapters use prepared/parameterised statements only.
+ */
+
+/** What a key is for: a user's API key, or a worker token issued to a user. */
+export type KeyKind = 'api' | 'worker'
+
+/** Shared keys' requests are logged for tracking; dedicated keys only reach the listed workers. */
+export type AccessLevel = 'shared' | 'dedicated'
+
+export interface UserRecord {
+  readonly id: string
+  readonly name: string
+  readonly createdAt: Date
+}
+
+/** A stored key. The key itself is never stored: only `prefix` (public, for lookup) and `hash`. */
+export interface KeyRecord {
+  /** Public id, e.g. `key_3f9a…`; what `keys list/revoke` show and take. */
+  readonly id: string
+  /** Public lookup prefix, unique; part of the key the user holds. */
+  readonly prefix: string
+  /** SHA-256 of the whole key, hex. */
+  readonly hash: string
+  readonly kind: KeyKind
+  readonly userId: string
+  readonly name: string | null
+  readonly accessLevel: AccessLevel
+  /** For dedicated keys: client ids of the workers its requests may go to. */
+  readonly workerIds: readonly string[]
+  /** Model allow-list; null = every model. */
+  readonly models: readonly string[] | null
+  /** Requests per minute; null = unlimited. */
+  readonly rpmLimit: number | null
+  /** Tokens per minute; null = unlimited. */
+  readonly tpmLimit: number | null
+  readonly expiresAt: Date | null
+  readonly revokedAt: Date | null
+  readonly createdAt: Date
+}
+
+/** Fields given when creating a key (id and createdAt are set by the store). */
+export type NewKey = Omit<KeyRecord, 'id' | 'createdAt' | 'revokedAt'> & { readonly id?: string }
+
+/** A worker as registered: the seed's clients / gpu_assets. */
+export interface WorkerRecord {
+  readonly clientId: string
+  readonly userId: string
+  readonly name: string | null
+  readonly status: 'online' | 'offline'
+  readonly os: string | null
+  readonly hostname: string | null
+  readonly engineType: string | null
+  /** False when an operator has disabled the worker. */
+  readonly valid: boolean
+  readonly models: readonly string[]
+  readonly firstSeenAt: Date
+  readonly lastSeenAt: Date
+}
+
+/** Result of claiming a client id for a user. */
+export type ClaimResult = 'created' | 'owned' | 'taken'
+
+/** One heartbeat row (raw telemetry). */
+export interface HeartbeatRecord {
+  readonly clientId: string
+  readonly at: Date
+  readonly cpuPercent: number | null
+  readonly memUsedBytes: number | null
+  readonly memTotalBytes: number | null
+  readonly inflight: number
+  /** Everything else the worker reported (devices, network, GPU…), as JSON. */
+  readonly extra: Record<string, unknown>
+}
+
+/** The store. Methods reject with a retryable FabricError (GPUF_STORE_UNAVAILABLE) when the database is down. */
+export interface Store {
+  /** `sqlite` or `postgres`. */
+  readonly kind: 'sqlite' | 'postgres'
+  /** Applies pending migrations; resolves with the versions applied now (empty when up to date). */
+  migrate(): Promise<number[]>
+  /** The schema version in the database. */
+  schemaVersion(): Promise<number>
+
+  createUser(name: string): Promise<UserRecord>
+  /** The user with this name, created if missing. */
+  ensureUser(name: string): Promise<UserRecord>
+  getUser(id: string): Promise<UserRecord | undefined>
+  listUsers(): Promise<UserRecord[]>
+
+  createKey(key: NewKey): Promise<KeyRecord>
+  getKey(id: string): Promise<KeyRecord | undefined>
+  findKeyByPrefix(prefix: string): Promise<KeyRecord | undefined>
+  listKeys(filter?: { userId?: string; kind?: KeyKind }): Promise<KeyRecord[]>
+  /** Marks a key revoked; false when no such key or already revoked. */
+  revokeKey(id: string, at?: Date): Promise<boolean>
+  /** Keys revoked after `since` (for invalidating caches without a message bus). */
+  keysRevokedSince(since: Date): Promise<KeyRecord[]>
+
+  /** Registers `clientId` to `userId` if free; 'owned' if already theirs; 'taken' if another user's. */
+  claimWorker(clientId: string, userId: string): Promise<ClaimResult>
+  /** Updates a registered worker's details on login/heartbeat. */
+  updateWorker(
+    clientId: string,
+    fields: Partial<
+      Pick<WorkerRecord, 'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models'>
+    >,
+  ): Promise<void>
+  getWorker(clientId: string): Promise<WorkerRecord | undefined>
+  listWorkers(filter?: { userId?: string }): Promise<WorkerRecord[]>
+
+  /** Appends heartbeat rows and folds them into the daily statistics, in one transaction. */
+  recordHeartbeats(rows: readonly HeartbeatRecord[]): Promise<void>
+
+  /** Small key/value settings (e.g. the admin key's hash). */
+  getSetting(key: string): Promise<string | undefined>
+  setSetting(key: string, value: string): Promise<void>
+
+  close(): Promise<void>
+}
+
+/** Options to open a store. */
+export interface StoreOptions {
+  /** `postgres://…` for PostgreSQL; otherwise SQLite at `sqlitePath`. */
+  readonly databaseUrl?: string | undefined
+  readonly sqlitePath?: string | undefined
+  /** Called for every query the adapter sends (tests count them). */
+  readonly onQuery?: ((sql: string) => void) | undefined
+}
+
+export { createStore } from './factory.js'
+export type { Migration } from './migrations.js'
+export { LATEST_VERSION, MIGRATIONS } from './migrations.js'
+export type { PostgresStoreOptions } from './postgres.js'
+export { PostgresStore } from './postgres.js'
+export type { DailyStatsRecord, StoreTelemetry } from './shared.js'
+export type { SqliteStoreOptions } from './sqlite.js'
+export { SqliteStore } from './sqlite.js'

@@ -1,0 +1,186 @@
+/**
+ * Versioned schema migrations, one dialect-specific statement list per adapter. Each
+ * migration runs in its own transaction and is recorded in
+ * `schema_migrations(version, name, applied_at)`. Never edit a released migration: append
+ * a new one.
+ *
+ * Conventions of schema v1:
+ * - SQLite stores timestamps as epoch milliseconds (INTEGER: exact `Date` round trips,
+ *   cheap comparisons) and lists/objects as JSON text (checked with `json_valid`); tables
+ *   are STRICT so a wrong type fails loudly. PostgreSQL uses `timestamptz`, `text[]` for
+ *   string lists (NULL = "no list", `{}` = empty) and `jsonb` for free-form objects.
+ * - A worker's models are a column (`workers.models`), not a table: the store only ever
+ *   reads and replaces the whole list, and live routing state is kept in memory/Redis.
+ * - Telemetry (`heartbeats`, `daily_stats`) has no foreign key to `workers`: batches come
+ *   from the heartbeat consumer, and one unknown client id must not fail a whole batch;
+ *   history also outlives a worker's registration.
+ * - `daily_stats` keeps `cpu_sum`/`cpu_samples` so the average can be folded in by an
+ *   upsert; `avg_cpu_percent` is a generated column.
+ */
+
+/** One schema step. `sqlite` and `postgres` hold the same change in each dialect. */
+export interface Migration {
+  readonly version: number
+  readonly name: string
+  readonly sqlite: readonly string[]
+  readonly postgres: readonly string[]
+}
+
+/** Created before any migration runs (outside the versioned list, so it is never "pending"). */
+export const MIGRATIONS_TABLE = {
+  sqlite: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+  ) STRICT`,
+  postgres: `CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+  )`,
+} as const
+
+/** Every migration, in order. The last one's version is the current schema version. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema: users, keys, workers, telemetry, settings',
+    sqlite: [
+      `CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+      ) STRICT`,
+      `CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        prefix TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('api', 'worker')),
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name TEXT,
+        access_level TEXT NOT NULL DEFAULT 'shared' CHECK (access_level IN ('shared', 'dedicated')),
+        worker_ids TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(worker_ids) AND json_type(worker_ids) = 'array'),
+        models TEXT CHECK (models IS NULL OR (json_valid(models) AND json_type(models) = 'array')),
+        rpm_limit INTEGER CHECK (rpm_limit IS NULL OR rpm_limit >= 0),
+        tpm_limit INTEGER CHECK (tpm_limit IS NULL OR tpm_limit >= 0),
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        created_at INTEGER NOT NULL
+      ) STRICT`,
+      'CREATE INDEX api_keys_user_id ON api_keys (user_id)',
+      // Partial: almost every key is live, and only revoked ones are ever searched by time.
+      'CREATE INDEX api_keys_revoked_at ON api_keys (revoked_at) WHERE revoked_at IS NOT NULL',
+      `CREATE TABLE workers (
+        client_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name TEXT,
+        status TEXT NOT NULL DEFAULT 'offline' CHECK (status IN ('online', 'offline')),
+        os TEXT,
+        hostname TEXT,
+        engine_type TEXT,
+        valid INTEGER NOT NULL DEFAULT 1 CHECK (valid IN (0, 1)),
+        models TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(models) AND json_type(models) = 'array'),
+        first_seen_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL
+      ) STRICT`,
+      'CREATE INDEX workers_user_id ON workers (user_id)',
+      // INTEGER PRIMARY KEY aliases the rowid: no AUTOINCREMENT bookkeeping on the hot insert path.
+      `CREATE TABLE heartbeats (
+        id INTEGER PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        cpu_percent REAL,
+        mem_used_bytes INTEGER,
+        mem_total_bytes INTEGER,
+        inflight INTEGER NOT NULL DEFAULT 0,
+        extra TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(extra))
+      ) STRICT`,
+      'CREATE INDEX heartbeats_client_id_at ON heartbeats (client_id, at)',
+      `CREATE TABLE daily_stats (
+        client_id TEXT NOT NULL,
+        day TEXT NOT NULL CHECK (day GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'),
+        heartbeats INTEGER NOT NULL DEFAULT 0,
+        cpu_sum REAL NOT NULL DEFAULT 0,
+        cpu_samples INTEGER NOT NULL DEFAULT 0,
+        avg_cpu_percent REAL GENERATED ALWAYS AS (cpu_sum / NULLIF(cpu_samples, 0)) VIRTUAL,
+        max_cpu_percent REAL,
+        max_mem_used_bytes INTEGER,
+        max_inflight INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (client_id, day)
+      ) STRICT, WITHOUT ROWID`,
+      `CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) STRICT, WITHOUT ROWID`,
+    ],
+    postgres: [
+      `CREATE TABLE users (
+        id text PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL
+      )`,
+      `CREATE TABLE api_keys (
+        id text PRIMARY KEY,
+        prefix text NOT NULL UNIQUE,
+        hash text NOT NULL,
+        kind text NOT NULL CHECK (kind IN ('api', 'worker')),
+        user_id text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name text,
+        access_level text NOT NULL DEFAULT 'shared' CHECK (access_level IN ('shared', 'dedicated')),
+        worker_ids text[] NOT NULL DEFAULT '{}',
+        models text[],
+        rpm_limit integer CHECK (rpm_limit IS NULL OR rpm_limit >= 0),
+        tpm_limit bigint CHECK (tpm_limit IS NULL OR tpm_limit >= 0),
+        expires_at timestamptz,
+        revoked_at timestamptz,
+        created_at timestamptz NOT NULL
+      )`,
+      'CREATE INDEX api_keys_user_id ON api_keys (user_id)',
+      'CREATE INDEX api_keys_revoked_at ON api_keys (revoked_at) WHERE revoked_at IS NOT NULL',
+      `CREATE TABLE workers (
+        client_id text PRIMARY KEY,
+        user_id text NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name text,
+        status text NOT NULL DEFAULT 'offline' CHECK (status IN ('online', 'offline')),
+        os text,
+        hostname text,
+        engine_type text,
+        valid boolean NOT NULL DEFAULT true,
+        models text[] NOT NULL DEFAULT '{}',
+        first_seen_at timestamptz NOT NULL,
+        last_seen_at timestamptz NOT NULL
+      )`,
+      'CREATE INDEX workers_user_id ON workers (user_id)',
+      `CREATE TABLE heartbeats (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        client_id text NOT NULL,
+        at timestamptz NOT NULL,
+        cpu_percent double precision,
+        mem_used_bytes bigint,
+        mem_total_bytes bigint,
+        inflight integer NOT NULL DEFAULT 0,
+        extra jsonb NOT NULL DEFAULT '{}'
+      )`,
+      'CREATE INDEX heartbeats_client_id_at ON heartbeats (client_id, at)',
+      `CREATE TABLE daily_stats (
+        client_id text NOT NULL,
+        day date NOT NULL,
+        heartbeats integer NOT NULL DEFAULT 0,
+        cpu_sum double precision NOT NULL DEFAULT 0,
+        cpu_samples integer NOT NULL DEFAULT 0,
+        avg_cpu_percent double precision GENERATED ALWAYS AS (cpu_sum / NULLIF(cpu_samples, 0)) STORED,
+        max_cpu_percent double precision,
+        max_mem_used_bytes bigint,
+        max_inflight integer NOT NULL DEFAULT 0,
+        PRIMARY KEY (client_id, day)
+      )`,
+      `CREATE TABLE settings (
+        key text PRIMARY KEY,
+        value text NOT NULL
+      )`,
+    ],
+  },
+]
+
+/** The schema version this code expects. */
+export const LATEST_VERSION = MIGRATIONS.at(-1)?.version ?? 0

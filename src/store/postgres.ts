@@ -1,0 +1,530 @@
+/**
+ * The production store: PostgreSQL through a small `pg.Pool`. Queries are parameterised
+ * and named (prepared once per connection). When the database is down or restarting,
+ * calls fail fast with a retryable GPUF_STORE_UNAVAILABLE and the pool reconnects on its
+ * own once it is back: broken connections are discarded, never reused.
+ */
+import { DatabaseError, Pool, type PoolClient, type QueryResultRow } from 'pg'
+import { ErrorCodes, FabricError } from '../errors/index.js'
+import type {
+  ClaimResult,
+  HeartbeatRecord,
+  KeyKind,
+  KeyRecord,
+  NewKey,
+  Store,
+  UserRecord,
+  WorkerRecord,
+} from './index.js'
+import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
+import { clampLimit, closedError, type DailyStatsRecord, newId, type StoreTelemetry } from './shared.js'
+
+/** Options of the PostgreSQL adapter. Defaults are the exported `PG_*` constants. */
+export interface PostgresStoreOptions {
+  /** `postgres://user@host:port/database`. */
+  readonly url: string
+  /** Called once per query sent (tests count them). */
+  readonly onQuery?: ((sql: string) => void) | undefined
+  /** Connections kept at most. */
+  readonly poolSize?: number | undefined
+  /** Time to open a connection before the call fails. */
+  readonly connectTimeoutMs?: number | undefined
+  /** Server-side limit on one statement. */
+  readonly statementTimeoutMs?: number | undefined
+  /** Told about errors on idle connections (e.g. the server restarted); they are already handled. */
+  readonly onIdleError?: ((err: Error) => void) | undefined
+}
+
+/** Default pool size: the store's queries are short, a few connections serve a whole server. */
+export const PG_POOL_SIZE = 10
+/** Default connect timeout: a dead database must fail the call quickly. */
+export const PG_CONNECT_TIMEOUT_MS = 2_000
+/** Default statement timeout (server side). */
+export const PG_STATEMENT_TIMEOUT_MS = 5_000
+/** Client-side read timeout: catches a server that stopped answering without closing the socket. */
+const PG_QUERY_TIMEOUT_MS = 10_000
+
+const KEY_COLUMNS =
+  'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
+const WORKER_COLUMNS =
+  'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
+
+/** Every statement of the adapter, by name (also the prepared statement's name). */
+const SQL = {
+  hasMigrationsTable: "SELECT to_regclass('schema_migrations') IS NOT NULL AS found",
+  schemaVersion: 'SELECT coalesce(max(version), 0)::int AS version FROM schema_migrations',
+
+  insertUser: 'INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) RETURNING id, name, created_at',
+  insertUserIfMissing:
+    'INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at',
+  getUser: 'SELECT id, name, created_at FROM users WHERE id = $1',
+  getUserByName: 'SELECT id, name, created_at FROM users WHERE name = $1',
+  listUsers: 'SELECT id, name, created_at FROM users ORDER BY name',
+
+  insertKey: `INSERT INTO api_keys (id, prefix, hash, kind, user_id, name, access_level, worker_ids, models,
+      rpm_limit, tpm_limit, expires_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9::text[], $10, $11, $12, $13)
+    RETURNING ${KEY_COLUMNS}`,
+  getKey: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = $1`,
+  findKeyByPrefix: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE prefix = $1`,
+  // One statement for every filter combination: a NULL filter matches everything.
+  listKeys: `SELECT ${KEY_COLUMNS} FROM api_keys
+    WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR kind = $2)
+    ORDER BY created_at, id`,
+  revokeKey: 'UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL',
+  keysRevokedSince: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE revoked_at >= $1 ORDER BY revoked_at, id`,
+
+  claimWorker: `INSERT INTO workers (client_id, user_id, first_seen_at, last_seen_at) VALUES ($1, $2, $3, $3)
+    ON CONFLICT (client_id) DO NOTHING`,
+  // A separate statement on purpose: it sees a row a concurrent claim committed while ours waited.
+  workerOwner: 'SELECT user_id FROM workers WHERE client_id = $1',
+  // Flags say which fields were given, so one prepared statement serves every partial update.
+  updateWorker: `UPDATE workers SET
+      name = CASE WHEN $3::boolean THEN $4::text ELSE name END,
+      status = CASE WHEN $5::boolean THEN $6::text ELSE status END,
+      os = CASE WHEN $7::boolean THEN $8::text ELSE os END,
+      hostname = CASE WHEN $9::boolean THEN $10::text ELSE hostname END,
+      engine_type = CASE WHEN $11::boolean THEN $12::text ELSE engine_type END,
+      valid = CASE WHEN $13::boolean THEN $14::boolean ELSE valid END,
+      models = CASE WHEN $15::boolean THEN $16::text[] ELSE models END,
+      last_seen_at = $2
+    WHERE client_id = $1`,
+  getWorker: `SELECT ${WORKER_COLUMNS} FROM workers WHERE client_id = $1`,
+  listWorkers: `SELECT ${WORKER_COLUMNS} FROM workers WHERE ($1::text IS NULL OR user_id = $1) ORDER BY client_id`,
+
+  // One statement, hence one transaction and one round trip for the whole batch: the rows
+  // arrive as one JSON parameter, are inserted, and the inserted rows are folded per worker
+  // and UTC day. ORDER BY locks daily rows in a fixed order, so concurrent batches cannot deadlock.
+  recordHeartbeats: `WITH batch AS (
+      SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(client_id text, at timestamptz,
+        cpu_percent double precision, mem_used_bytes bigint, mem_total_bytes bigint, inflight integer, extra jsonb)
+    ), inserted AS (
+      INSERT INTO heartbeats (client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra)
+      SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, coalesce(inflight, 0), coalesce(extra, '{}')
+      FROM batch
+      RETURNING client_id, at, cpu_percent, mem_used_bytes, inflight
+    )
+    INSERT INTO daily_stats AS d
+      (client_id, day, heartbeats, cpu_sum, cpu_samples, max_cpu_percent, max_mem_used_bytes, max_inflight)
+    SELECT client_id, (at AT TIME ZONE 'UTC')::date, count(*), coalesce(sum(cpu_percent), 0), count(cpu_percent),
+      max(cpu_percent), max(mem_used_bytes), max(inflight)
+    FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (client_id, day) DO UPDATE SET
+      heartbeats = d.heartbeats + excluded.heartbeats,
+      cpu_sum = d.cpu_sum + excluded.cpu_sum,
+      cpu_samples = d.cpu_samples + excluded.cpu_samples,
+      max_cpu_percent = greatest(d.max_cpu_percent, excluded.max_cpu_percent),
+      max_mem_used_bytes = greatest(d.max_mem_used_bytes, excluded.max_mem_used_bytes),
+      max_inflight = greatest(d.max_inflight, excluded.max_inflight)`,
+  // day as text: pg would turn a `date` into local midnight.
+  listDailyStats: `SELECT client_id, day::text AS day, heartbeats, avg_cpu_percent, max_cpu_percent,
+      max_mem_used_bytes, max_inflight
+    FROM daily_stats WHERE client_id = $1 ORDER BY day`,
+  listHeartbeats: `SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra
+    FROM heartbeats WHERE client_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
+
+  getSetting: 'SELECT value FROM settings WHERE key = $1',
+  setSetting:
+    'INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+} as const
+
+type SqlName = keyof typeof SQL
+
+/** bigint columns arrive as strings (they may exceed 2^53; ours never do). */
+type Int8 = string | number
+
+interface UserRow {
+  id: string
+  name: string
+  created_at: Date
+}
+
+interface KeyRow {
+  id: string
+  prefix: string
+  hash: string
+  kind: KeyKind
+  user_id: string
+  name: string | null
+  access_level: KeyRecord['accessLevel']
+  worker_ids: string[]
+  models: string[] | null
+  rpm_limit: number | null
+  tpm_limit: Int8 | null
+  expires_at: Date | null
+  revoked_at: Date | null
+  created_at: Date
+}
+
+interface WorkerRow {
+  client_id: string
+  user_id: string
+  name: string | null
+  status: WorkerRecord['status']
+  os: string | null
+  hostname: string | null
+  engine_type: string | null
+  valid: boolean
+  models: string[]
+  first_seen_at: Date
+  last_seen_at: Date
+}
+
+interface DailyStatsRow {
+  client_id: string
+  day: string
+  heartbeats: number
+  avg_cpu_percent: number | null
+  max_cpu_percent: number | null
+  max_mem_used_bytes: Int8 | null
+  max_inflight: number
+}
+
+interface HeartbeatRow {
+  client_id: string
+  at: Date
+  cpu_percent: number | null
+  mem_used_bytes: Int8 | null
+  mem_total_bytes: Int8 | null
+  inflight: number
+  extra: Record<string, unknown>
+}
+
+const int8 = (value: Int8 | null): number | null => (value === null ? null : Number(value))
+const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
+
+function toUser(row: UserRow): UserRecord {
+  return { id: row.id, name: row.name, createdAt: row.created_at }
+}
+
+function toKey(row: KeyRow): KeyRecord {
+  return {
+    id: row.id,
+    prefix: row.prefix,
+    hash: row.hash,
+    kind: row.kind,
+    userId: row.user_id,
+    name: row.name,
+    accessLevel: row.access_level,
+    workerIds: row.worker_ids,
+    models: row.models,
+    rpmLimit: row.rpm_limit,
+    tpmLimit: int8(row.tpm_limit),
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    createdAt: row.created_at,
+  }
+}
+
+function toWorker(row: WorkerRow): WorkerRecord {
+  return {
+    clientId: row.client_id,
+    userId: row.user_id,
+    name: row.name,
+    status: row.status,
+    os: row.os,
+    hostname: row.hostname,
+    engineType: row.engine_type,
+    valid: row.valid,
+    models: row.models,
+    firstSeenAt: row.first_seen_at,
+    lastSeenAt: row.last_seen_at,
+  }
+}
+
+/** SQLSTATE classes after which trying again can succeed: connection, resources, shutdown/cancel, serialization. */
+const RETRYABLE_CLASSES = new Set(['08', '40', '53', '57', '58'])
+
+/**
+ * Maps a `pg` error to a FabricError. Server errors are classified by SQLSTATE; anything
+ * else the driver raises (refused/reset sockets, connect and read timeouts, "Connection
+ * terminated") means the database cannot be reached.
+ */
+function toStoreError(err: unknown): FabricError {
+  if (err instanceof FabricError) return err
+  const message = err instanceof Error ? err.message || String((err as { code?: unknown }).code) : String(err)
+  if (err instanceof DatabaseError) {
+    const sqlState = err.code ?? ''
+    const cls = sqlState.slice(0, 2)
+    if (cls === '22' || cls === '23') {
+      return new FabricError(ErrorCodes.BAD_REQUEST, `postgres: ${message}`, { cause: err })
+    }
+    if (RETRYABLE_CLASSES.has(cls)) {
+      return new FabricError(ErrorCodes.STORE_UNAVAILABLE, `PostgreSQL unavailable: ${message}`, {
+        cause: err,
+        retryable: true,
+      })
+    }
+    return new FabricError(ErrorCodes.INTERNAL, `postgres: ${message} (${sqlState})`, { cause: err })
+  }
+  if (err instanceof TypeError || err instanceof RangeError) {
+    return new FabricError(ErrorCodes.INTERNAL, `postgres: ${message}`, { cause: err })
+  }
+  return new FabricError(ErrorCodes.STORE_UNAVAILABLE, `PostgreSQL unavailable: ${message}`, {
+    cause: err,
+    retryable: true,
+  })
+}
+
+/** The PostgreSQL `Store`. Connects lazily: constructing it never fails on a down database. */
+export class PostgresStore implements Store, StoreTelemetry {
+  readonly kind = 'postgres' as const
+  readonly #pool: Pool
+  readonly #onQuery: ((sql: string) => void) | undefined
+  #closed = false
+
+  constructor(options: PostgresStoreOptions) {
+    this.#onQuery = options.onQuery
+    this.#pool = new Pool({
+      connectionString: options.url,
+      max: options.poolSize ?? PG_POOL_SIZE,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? PG_CONNECT_TIMEOUT_MS,
+      statement_timeout: options.statementTimeoutMs ?? PG_STATEMENT_TIMEOUT_MS,
+      query_timeout: PG_QUERY_TIMEOUT_MS,
+      idleTimeoutMillis: 30_000,
+      keepAlive: true,
+      application_name: 'gpufabric',
+      // Idle connections alone must not keep a CLI command alive.
+      allowExitOnIdle: true,
+    })
+    // An idle connection dies when the server restarts. pg-pool already drops it; without a
+    // listener the 'error' event would crash the process.
+    this.#pool.on('error', (err) => options.onIdleError?.(err))
+  }
+
+  /** Runs the named statement `name` on any pooled connection. */
+  async #query<R extends QueryResultRow>(
+    name: SqlName,
+    values: unknown[] = [],
+  ): Promise<{ rows: R[]; rowCount: number }> {
+    if (this.#closed) throw closedError('postgres')
+    this.#onQuery?.(SQL[name])
+    try {
+      const result = await this.#pool.query<R>({ name, text: SQL[name], values })
+      return { rows: result.rows, rowCount: result.rowCount ?? 0 }
+    } catch (err) {
+      throw toStoreError(err)
+    }
+  }
+
+  async #one<R extends QueryResultRow>(name: SqlName, values: unknown[] = []): Promise<R | undefined> {
+    return (await this.#query<R>(name, values)).rows[0]
+  }
+
+  async migrate(): Promise<number[]> {
+    if (this.#closed) throw closedError('postgres')
+    let client: PoolClient
+    try {
+      client = await this.#pool.connect()
+    } catch (err) {
+      throw toStoreError(err)
+    }
+    // While checked out, the pool does not listen for this connection's errors: we must.
+    const onError = () => undefined
+    client.on('error', onError)
+    let failure: Error | undefined
+    const run = async (sql: string, values: unknown[] = []) => {
+      this.#onQuery?.(sql)
+      return client.query(sql, values)
+    }
+    try {
+      // A session lock: servers starting together apply each migration exactly once.
+      await run("SELECT pg_advisory_lock(hashtext('gpufabric:migrate'))")
+      await run(MIGRATIONS_TABLE.postgres)
+      const { rows } = await run('SELECT coalesce(max(version), 0)::int AS version FROM schema_migrations')
+      const current = (rows[0] as { version: number }).version
+      const applied: number[] = []
+      for (const migration of MIGRATIONS) {
+        if (migration.version <= current) continue
+        await run('BEGIN')
+        try {
+          for (const sql of migration.postgres) await run(sql)
+          await run('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [
+            migration.version,
+            migration.name,
+          ])
+          await run('COMMIT')
+        } catch (err) {
+          await run('ROLLBACK').catch(() => undefined)
+          throw err
+        }
+        applied.push(migration.version)
+      }
+      await run("SELECT pg_advisory_unlock(hashtext('gpufabric:migrate'))")
+      return applied
+    } catch (err) {
+      // Destroying the connection also frees the advisory lock.
+      failure = err instanceof Error ? err : new Error(String(err))
+      throw toStoreError(err)
+    } finally {
+      client.off('error', onError)
+      client.release(failure)
+    }
+  }
+
+  async schemaVersion(): Promise<number> {
+    const table = await this.#one<{ found: boolean }>('hasMigrationsTable')
+    if (table?.found !== true) return 0
+    return (await this.#one<{ version: number }>('schemaVersion'))?.version ?? 0
+  }
+
+  async createUser(name: string): Promise<UserRecord> {
+    return toUser((await this.#one<UserRow>('insertUser', [newId('usr'), name, new Date()]))!)
+  }
+
+  async ensureUser(name: string): Promise<UserRecord> {
+    // Existing users are the common case: one read, no write.
+    const found = await this.#one<UserRow>('getUserByName', [name])
+    if (found !== undefined) return toUser(found)
+    const created = await this.#one<UserRow>('insertUserIfMissing', [newId('usr'), name, new Date()])
+    // Lost a race with another server: its row is committed, so a new statement sees it.
+    return toUser(created ?? (await this.#one<UserRow>('getUserByName', [name]))!)
+  }
+
+  async getUser(id: string): Promise<UserRecord | undefined> {
+    const row = await this.#one<UserRow>('getUser', [id])
+    return row === undefined ? undefined : toUser(row)
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    return (await this.#query<UserRow>('listUsers')).rows.map(toUser)
+  }
+
+  async createKey(key: NewKey): Promise<KeyRecord> {
+    const row = await this.#one<KeyRow>('insertKey', [
+      key.id ?? newId('key'),
+      key.prefix,
+      key.hash,
+      key.kind,
+      key.userId,
+      key.name ?? null,
+      key.accessLevel,
+      key.workerIds ?? [],
+      key.models ?? null,
+      key.rpmLimit ?? null,
+      key.tpmLimit ?? null,
+      key.expiresAt ?? null,
+      new Date(),
+    ])
+    return toKey(row!)
+  }
+
+  async getKey(id: string): Promise<KeyRecord | undefined> {
+    const row = await this.#one<KeyRow>('getKey', [id])
+    return row === undefined ? undefined : toKey(row)
+  }
+
+  async findKeyByPrefix(prefix: string): Promise<KeyRecord | undefined> {
+    const row = await this.#one<KeyRow>('findKeyByPrefix', [prefix])
+    return row === undefined ? undefined : toKey(row)
+  }
+
+  async listKeys(filter: { userId?: string; kind?: KeyKind } = {}): Promise<KeyRecord[]> {
+    const { rows } = await this.#query<KeyRow>('listKeys', [filter.userId ?? null, filter.kind ?? null])
+    return rows.map(toKey)
+  }
+
+  async revokeKey(id: string, at: Date = new Date()): Promise<boolean> {
+    return (await this.#query('revokeKey', [at, id])).rowCount === 1
+  }
+
+  /** Keys revoked at or after `since` (inclusive: a poller cannot miss one revoked in the same millisecond). */
+  async keysRevokedSince(since: Date): Promise<KeyRecord[]> {
+    return (await this.#query<KeyRow>('keysRevokedSince', [since])).rows.map(toKey)
+  }
+
+  async claimWorker(clientId: string, userId: string): Promise<ClaimResult> {
+    if ((await this.#query('claimWorker', [clientId, userId, new Date()])).rowCount === 1) return 'created'
+    const owner = await this.#one<{ user_id: string }>('workerOwner', [clientId])
+    if (owner === undefined)
+      throw new FabricError(ErrorCodes.INTERNAL, `worker ${clientId} vanished while claimed`)
+    return owner.user_id === userId ? 'owned' : 'taken'
+  }
+
+  async updateWorker(
+    clientId: string,
+    fields: Partial<
+      Pick<WorkerRecord, 'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models'>
+    >,
+  ): Promise<void> {
+    const pair = <K extends keyof typeof fields>(field: K) => [
+      fields[field] !== undefined,
+      fields[field] ?? null,
+    ]
+    const { rowCount } = await this.#query('updateWorker', [
+      clientId,
+      new Date(),
+      ...pair('name'),
+      ...pair('status'),
+      ...pair('os'),
+      ...pair('hostname'),
+      ...pair('engineType'),
+      ...pair('valid'),
+      ...pair('models'),
+    ])
+    if (rowCount === 0) throw new FabricError(ErrorCodes.NOT_FOUND, `worker ${clientId} is not registered`)
+  }
+
+  async getWorker(clientId: string): Promise<WorkerRecord | undefined> {
+    const row = await this.#one<WorkerRow>('getWorker', [clientId])
+    return row === undefined ? undefined : toWorker(row)
+  }
+
+  async listWorkers(filter: { userId?: string } = {}): Promise<WorkerRecord[]> {
+    return (await this.#query<WorkerRow>('listWorkers', [filter.userId ?? null])).rows.map(toWorker)
+  }
+
+  async recordHeartbeats(rows: readonly HeartbeatRecord[]): Promise<void> {
+    if (rows.length === 0) return
+    const batch = rows.map((row) => ({
+      client_id: row.clientId,
+      at: row.at.toISOString(),
+      cpu_percent: row.cpuPercent ?? null,
+      mem_used_bytes: wholeOrNull(row.memUsedBytes),
+      mem_total_bytes: wholeOrNull(row.memTotalBytes),
+      inflight: Math.round(row.inflight ?? 0),
+      extra: row.extra ?? {},
+    }))
+    await this.#query('recordHeartbeats', [JSON.stringify(batch)])
+  }
+
+  async listDailyStats(clientId: string): Promise<DailyStatsRecord[]> {
+    const { rows } = await this.#query<DailyStatsRow>('listDailyStats', [clientId])
+    return rows.map((row) => ({
+      clientId: row.client_id,
+      day: row.day,
+      heartbeats: row.heartbeats,
+      avgCpuPercent: row.avg_cpu_percent,
+      maxCpuPercent: row.max_cpu_percent,
+      maxMemUsedBytes: int8(row.max_mem_used_bytes),
+      maxInflight: row.max_inflight,
+    }))
+  }
+
+  async listHeartbeats(clientId: string, limit?: number): Promise<HeartbeatRecord[]> {
+    const { rows } = await this.#query<HeartbeatRow>('listHeartbeats', [clientId, clampLimit(limit)])
+    return rows.map((row) => ({
+      clientId: row.client_id,
+      at: row.at,
+      cpuPercent: row.cpu_percent,
+      memUsedBytes: int8(row.mem_used_bytes),
+      memTotalBytes: int8(row.mem_total_bytes),
+      inflight: row.inflight,
+      extra: row.extra,
+    }))
+  }
+
+  async getSetting(key: string): Promise<string | undefined> {
+    return (await this.#one<{ value: string }>('getSetting', [key]))?.value
+  }
+
+  async setSetting(key: string, value: string): Promise<void> {
+    await this.#query('setSetting', [key, value])
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await this.#pool.end()
+  }
+}

@@ -1,0 +1,671 @@
+/**
+ * One contract for every `Store` adapter: SQLite (a file in a temp dir) and PostgreSQL (a
+ * real server from `startPostgres()`, a fresh schema per test). Plus what only one
+ * adapter can show: PostgreSQL going down and coming back under a live store.
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, afterEach, before, describe, test } from 'node:test'
+import { Client } from 'pg'
+import { ErrorCodes, isFabricError } from '../../src/errors/index.js'
+import {
+  createStore,
+  type HeartbeatRecord,
+  LATEST_VERSION,
+  MIGRATIONS,
+  type NewKey,
+  PostgresStore,
+  SqliteStore,
+  type Store,
+  type StoreTelemetry,
+} from '../../src/store/index.js'
+import { type ManagedService, startPostgres, unavailable } from '../helpers/services.js'
+
+type TestStore = Store & StoreTelemetry
+type OpenStore = (options?: { onQuery?: (sql: string) => void }) => TestStore
+/** Makes a fresh, empty database and returns how to open stores on it (several may share it, like servers). */
+type NewDatabase = () => Promise<OpenStore>
+
+const HOSTILE = [
+  "'; DROP TABLE api_keys; --",
+  '" OR 1=1 --',
+  '\\',
+  "Robert'); DROP TABLE users;--",
+  '{"a": [1, 2]}',
+  '{NULL,"x"}',
+  'NULL',
+  'a,b',
+  '%_*?',
+  'ünïcødé ✓ 🚀',
+]
+const INJECTION = "' OR '1'='1"
+
+function rejectsWith(code: string, retryable?: boolean) {
+  return (err: unknown) => {
+    assert.ok(isFabricError(err), `expected a FabricError, got ${String(err)}`)
+    assert.equal(err.code, code)
+    if (retryable !== undefined) assert.equal(err.retryable, retryable)
+    return true
+  }
+}
+
+function keyFor(userId: string, overrides: Partial<NewKey> = {}): NewKey {
+  const prefix = overrides.prefix ?? `p${Math.random().toString(36).slice(2, 13)}`
+  return {
+    prefix,
+    hash: `hash-of-${prefix}`,
+    kind: 'api',
+    userId,
+    name: null,
+    accessLevel: 'shared',
+    workerIds: [],
+    models: null,
+    rpmLimit: null,
+    tpmLimit: null,
+    expiresAt: null,
+    ...overrides,
+  }
+}
+
+function heartbeat(clientId: string, at: string, fields: Partial<HeartbeatRecord> = {}): HeartbeatRecord {
+  return {
+    clientId,
+    at: new Date(at),
+    cpuPercent: null,
+    memUsedBytes: null,
+    memTotalBytes: null,
+    inflight: 0,
+    extra: {},
+    ...fields,
+  }
+}
+
+/** The suite every adapter passes. */
+function storeContract(name: string, newDatabase: NewDatabase): void {
+  describe(`Store contract: ${name}`, () => {
+    const opened: TestStore[] = []
+    let openCurrent: OpenStore
+
+    /** A store on a fresh database, not migrated. */
+    async function blank(options?: { onQuery?: (sql: string) => void }): Promise<TestStore> {
+      openCurrent = await newDatabase()
+      return another(options)
+    }
+    /** A store on a fresh, migrated database. */
+    async function fresh(options?: { onQuery?: (sql: string) => void }): Promise<TestStore> {
+      const store = await blank(options)
+      await store.migrate()
+      return store
+    }
+    /** Another store on the database of the last `blank`/`fresh` (a second server). */
+    function another(options?: { onQuery?: (sql: string) => void }): TestStore {
+      const store = openCurrent(options)
+      opened.push(store)
+      return store
+    }
+
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((store) => store.close()))
+    })
+
+    test('migrations apply once, in order, and record the schema version', async () => {
+      const store = await blank()
+      assert.equal(await store.schemaVersion(), 0)
+      assert.deepEqual(
+        await store.migrate(),
+        MIGRATIONS.map((m) => m.version),
+      )
+      assert.equal(await store.schemaVersion(), LATEST_VERSION)
+      assert.deepEqual(await store.migrate(), [])
+      assert.deepEqual(await another().migrate(), [])
+      assert.equal(await store.schemaVersion(), LATEST_VERSION)
+    })
+
+    test('two stores migrating one database at once apply each version exactly once', async () => {
+      const a = await blank()
+      const b = another()
+      const [fromA, fromB] = await Promise.all([a.migrate(), b.migrate()])
+      assert.deepEqual(
+        [...fromA, ...fromB].sort((x, y) => x - y),
+        MIGRATIONS.map((m) => m.version),
+      )
+      assert.equal(await b.schemaVersion(), LATEST_VERSION)
+    })
+
+    test('users: create, get, list, ensure, unique names', async () => {
+      const store = await fresh()
+      const t0 = Date.now()
+      const alice = await store.createUser('alice')
+      assert.match(alice.id, /^usr_[0-9a-f]{16}$/)
+      assert.equal(alice.name, 'alice')
+      assert.ok(alice.createdAt instanceof Date)
+      assert.ok(alice.createdAt.getTime() >= t0 && alice.createdAt.getTime() <= Date.now())
+      assert.deepEqual(await store.getUser(alice.id), alice)
+      assert.equal(await store.getUser('usr_missing'), undefined)
+
+      await assert.rejects(store.createUser('alice'), rejectsWith(ErrorCodes.BAD_REQUEST, false))
+      assert.deepEqual(await store.ensureUser('alice'), alice)
+      const bob = await store.ensureUser('bob')
+      assert.notEqual(bob.id, alice.id)
+      assert.deepEqual(await store.ensureUser('bob'), bob)
+      const aaron = await store.createUser('aaron')
+      assert.deepEqual(
+        (await store.listUsers()).map((u) => u.name),
+        ['aaron', 'alice', 'bob'],
+      )
+      assert.deepEqual(await store.getUser(aaron.id), aaron)
+    })
+
+    test('ensureUser from two stores at once yields one user', async () => {
+      const a = await fresh()
+      const b = another()
+      const [x, y] = await Promise.all([a.ensureUser('carol'), b.ensureUser('carol')])
+      assert.deepEqual(x, y)
+      assert.equal((await a.listUsers()).length, 1)
+    })
+
+    test('keys: create, get, find by prefix, list with filters', async () => {
+      const store = await fresh()
+      const alice = await store.createUser('alice')
+      const bob = await store.createUser('bob')
+      const t0 = Date.now()
+      const a1 = await store.createKey(keyFor(alice.id, { prefix: 'aaaa1111', name: 'laptop' }))
+      assert.match(a1.id, /^key_[0-9a-f]{16}$/)
+      assert.equal(a1.prefix, 'aaaa1111')
+      assert.equal(a1.hash, 'hash-of-aaaa1111')
+      assert.equal(a1.name, 'laptop')
+      assert.equal(a1.revokedAt, null)
+      assert.ok(a1.createdAt.getTime() >= t0 && a1.createdAt.getTime() <= Date.now())
+      const a2 = await store.createKey(keyFor(alice.id, { id: 'key_given', kind: 'worker' }))
+      assert.equal(a2.id, 'key_given')
+      const b1 = await store.createKey(keyFor(bob.id))
+
+      assert.deepEqual(await store.getKey(a1.id), a1)
+      assert.deepEqual(await store.findKeyByPrefix('aaaa1111'), a1)
+      assert.equal(await store.getKey('key_missing'), undefined)
+      assert.equal(await store.findKeyByPrefix('missing'), undefined)
+
+      const ids = (keys: { id: string }[]) => keys.map((k) => k.id).sort()
+      assert.deepEqual(ids(await store.listKeys()), ids([a1, a2, b1]))
+      assert.deepEqual(ids(await store.listKeys({})), ids([a1, a2, b1]))
+      assert.deepEqual(ids(await store.listKeys({ userId: alice.id })), ids([a1, a2]))
+      assert.deepEqual(ids(await store.listKeys({ kind: 'worker' })), ['key_given'])
+      assert.deepEqual(ids(await store.listKeys({ userId: alice.id, kind: 'api' })), [a1.id])
+      assert.deepEqual(await store.listKeys({ userId: bob.id, kind: 'worker' }), [])
+    })
+
+    test('keys: JSON columns, limits and dates round-trip', async () => {
+      const store = await fresh()
+      const user = await store.createUser('u')
+      const expiresAt = new Date('2031-02-03T04:05:06.789Z')
+      const full = await store.createKey(
+        keyFor(user.id, {
+          accessLevel: 'dedicated',
+          workerIds: ['w-1', 'w "2"', 'w,3'],
+          models: ['llama3:8b', 'qwen/2.5', 'NULL', '{x}'],
+          rpmLimit: 60,
+          tpmLimit: 5_000_000_000,
+          expiresAt,
+        }),
+      )
+      const empty = await store.createKey(keyFor(user.id, { models: [] }))
+      const open = await store.createKey(keyFor(user.id))
+      for (const key of [full, empty, open]) assert.deepEqual(await store.getKey(key.id), key)
+
+      const got = (await store.getKey(full.id))!
+      assert.equal(got.accessLevel, 'dedicated')
+      assert.deepEqual(got.workerIds, ['w-1', 'w "2"', 'w,3'])
+      assert.deepEqual(got.models, ['llama3:8b', 'qwen/2.5', 'NULL', '{x}'])
+      assert.equal(got.rpmLimit, 60)
+      assert.equal(got.tpmLimit, 5_000_000_000)
+      assert.ok(got.expiresAt instanceof Date)
+      assert.equal(got.expiresAt.toISOString(), expiresAt.toISOString())
+      assert.deepEqual((await store.getKey(empty.id))!.models, [])
+      const plain = (await store.getKey(open.id))!
+      assert.equal(plain.models, null)
+      assert.deepEqual(plain.workerIds, [])
+      assert.equal(plain.rpmLimit, null)
+      assert.equal(plain.tpmLimit, null)
+      assert.equal(plain.expiresAt, null)
+    })
+
+    test('keys: duplicate prefix and unknown user are refused', async () => {
+      const store = await fresh()
+      const user = await store.createUser('u')
+      await store.createKey(keyFor(user.id, { prefix: 'same' }))
+      await assert.rejects(
+        store.createKey(keyFor(user.id, { prefix: 'same' })),
+        rejectsWith(ErrorCodes.BAD_REQUEST),
+      )
+      await assert.rejects(store.createKey(keyFor('usr_nobody')), rejectsWith(ErrorCodes.BAD_REQUEST))
+      assert.equal((await store.listKeys()).length, 1)
+    })
+
+    test('keys: revoke once, then list revocations since a time', async () => {
+      const store = await fresh()
+      const user = await store.createUser('u')
+      const key = await store.createKey(keyFor(user.id))
+      const other = await store.createKey(keyFor(user.id))
+      const at = new Date('2030-01-01T00:00:00.123Z')
+      assert.equal(await store.revokeKey(key.id, at), true)
+      assert.equal(await store.revokeKey(key.id), false)
+      assert.equal(await store.revokeKey('key_missing'), false)
+      assert.equal((await store.getKey(key.id))!.revokedAt?.toISOString(), at.toISOString())
+      assert.equal((await store.getKey(other.id))!.revokedAt, null)
+
+      const since = await store.keysRevokedSince(new Date('2029-12-31T23:59:59Z'))
+      assert.deepEqual(
+        since.map((k) => k.id),
+        [key.id],
+      )
+      assert.equal(since[0]!.revokedAt?.getTime(), at.getTime())
+      assert.equal((await store.keysRevokedSince(at)).length, 1, 'inclusive of the exact instant')
+      assert.deepEqual(await store.keysRevokedSince(new Date(at.getTime() + 1)), [])
+
+      assert.equal(await store.revokeKey(other.id), true)
+      assert.deepEqual(
+        (await store.keysRevokedSince(new Date(0))).map((k) => k.id).sort(),
+        [key.id, other.id].sort(),
+      )
+    })
+
+    test('SQL injection: hostile text is stored and matched literally', async () => {
+      const store = await fresh()
+      for (const text of HOSTILE) {
+        const user = await store.createUser(text)
+        assert.equal(user.name, text)
+        assert.deepEqual(await store.ensureUser(text), user)
+        const key = await store.createKey(
+          keyFor(user.id, {
+            id: `key_${text}`,
+            prefix: text,
+            name: text,
+            workerIds: [text],
+            models: [text, 'x'],
+          }),
+        )
+        assert.deepEqual(await store.findKeyByPrefix(text), key)
+        assert.deepEqual(await store.getKey(`key_${text}`), key)
+        assert.equal(key.name, text)
+        assert.deepEqual(key.workerIds, [text])
+        assert.deepEqual(key.models, [text, 'x'])
+        assert.equal(await store.claimWorker(text, user.id), 'created')
+        await store.updateWorker(text, { name: text, hostname: text, models: [text] })
+        const worker = (await store.getWorker(text))!
+        assert.equal(worker.name, text)
+        assert.deepEqual(worker.models, [text])
+        await store.setSetting(text, text)
+        assert.equal(await store.getSetting(text), text)
+      }
+      // Lookups with a tautology find nothing, and every table is intact.
+      assert.equal(await store.findKeyByPrefix(INJECTION), undefined)
+      assert.equal(await store.getKey(INJECTION), undefined)
+      assert.equal(await store.getUser(INJECTION), undefined)
+      assert.equal(await store.getWorker(INJECTION), undefined)
+      assert.equal(await store.getSetting(INJECTION), undefined)
+      assert.deepEqual(await store.listKeys({ userId: INJECTION }), [])
+      assert.deepEqual(await store.listWorkers({ userId: INJECTION }), [])
+      assert.equal(await store.revokeKey(INJECTION), false)
+      assert.equal((await store.listKeys()).length, HOSTILE.length)
+      assert.equal((await store.listUsers()).length, HOSTILE.length)
+      assert.equal((await store.listWorkers()).length, HOSTILE.length)
+      assert.equal(await store.schemaVersion(), LATEST_VERSION)
+    })
+
+    test('claimWorker: created, then owned, then taken by another user', async () => {
+      const store = await fresh()
+      const alice = await store.createUser('alice')
+      const bob = await store.createUser('bob')
+      const t0 = Date.now()
+      assert.equal(await store.claimWorker('w1', alice.id), 'created')
+      assert.equal(await store.claimWorker('w1', alice.id), 'owned')
+      assert.equal(await store.claimWorker('w1', bob.id), 'taken')
+      const worker = (await store.getWorker('w1'))!
+      assert.equal(worker.clientId, 'w1')
+      assert.equal(worker.userId, alice.id)
+      assert.equal(worker.status, 'offline')
+      assert.equal(worker.valid, true)
+      assert.deepEqual(worker.models, [])
+      assert.equal(worker.name, null)
+      assert.ok(worker.firstSeenAt.getTime() >= t0)
+      await assert.rejects(store.claimWorker('w2', 'usr_nobody'), rejectsWith(ErrorCodes.BAD_REQUEST))
+    })
+
+    test('claimWorker: concurrent claims by two users, from two stores, have one winner', async () => {
+      const a = await fresh()
+      const b = another()
+      const alice = await a.createUser('alice')
+      const bob = await a.createUser('bob')
+      for (let i = 0; i < 10; i++) {
+        const clientId = `race-${i}`
+        const claims = [
+          [a, alice],
+          [b, bob],
+          [a, bob],
+          [b, alice],
+        ] as const
+        const results = await Promise.all(claims.map(([store, user]) => store.claimWorker(clientId, user.id)))
+        assert.equal(
+          results.filter((r) => r === 'created').length,
+          1,
+          `one winner for ${clientId}: ${results}`,
+        )
+        const owner = (await b.getWorker(clientId))!.userId
+        for (const [j, [, user]] of claims.entries()) {
+          assert.equal(results[j] === 'taken', user.id !== owner, `claim ${j}: ${results[j]}`)
+        }
+      }
+    })
+
+    test('updateWorker, getWorker, listWorkers', async () => {
+      const store = await fresh()
+      const alice = await store.createUser('alice')
+      const bob = await store.createUser('bob')
+      await store.claimWorker('w-b', alice.id)
+      await store.claimWorker('w-a', alice.id)
+      await store.claimWorker('w-c', bob.id)
+      const before = (await store.getWorker('w-a'))!
+      await new Promise((resolve) => setTimeout(resolve, 5))
+
+      await store.updateWorker('w-a', {
+        status: 'online',
+        os: 'linux',
+        hostname: 'gpu-box',
+        engineType: 'ollama',
+        name: 'box',
+        models: ['llama3:8b', 'qwen2.5:0.5b'],
+      })
+      let worker = (await store.getWorker('w-a'))!
+      assert.equal(worker.status, 'online')
+      assert.equal(worker.os, 'linux')
+      assert.equal(worker.hostname, 'gpu-box')
+      assert.equal(worker.engineType, 'ollama')
+      assert.equal(worker.name, 'box')
+      assert.equal(worker.valid, true)
+      assert.deepEqual(worker.models, ['llama3:8b', 'qwen2.5:0.5b'])
+      assert.equal(worker.firstSeenAt.getTime(), before.firstSeenAt.getTime())
+      assert.ok(worker.lastSeenAt.getTime() > before.lastSeenAt.getTime())
+
+      // A partial update leaves other fields alone; null clears a nullable one.
+      await store.updateWorker('w-a', { valid: false, name: null, models: [] })
+      worker = (await store.getWorker('w-a'))!
+      assert.equal(worker.valid, false)
+      assert.equal(worker.name, null)
+      assert.deepEqual(worker.models, [])
+      assert.equal(worker.status, 'online')
+      assert.equal(worker.hostname, 'gpu-box')
+      await store.updateWorker('w-a', { valid: true, status: 'offline' })
+      worker = (await store.getWorker('w-a'))!
+      assert.equal(worker.valid, true)
+      assert.equal(worker.status, 'offline')
+      assert.equal(worker.os, 'linux')
+
+      await assert.rejects(
+        store.updateWorker('w-missing', { status: 'online' }),
+        rejectsWith(ErrorCodes.NOT_FOUND),
+      )
+      assert.equal(await store.getWorker('w-missing'), undefined)
+      assert.deepEqual(
+        (await store.listWorkers()).map((w) => w.clientId),
+        ['w-a', 'w-b', 'w-c'],
+      )
+      assert.deepEqual(
+        (await store.listWorkers({ userId: alice.id })).map((w) => w.clientId),
+        ['w-a', 'w-b'],
+      )
+      assert.deepEqual(await store.listWorkers({ userId: bob.id }), [await store.getWorker('w-c')])
+    })
+
+    test('recordHeartbeats stores rows and folds them into daily statistics', async () => {
+      const store = await fresh()
+      const GiB = 1024 ** 3
+      await store.recordHeartbeats([
+        heartbeat('w1', '2030-05-01T10:00:00.000Z', {
+          cpuPercent: 10,
+          memUsedBytes: 2 * GiB,
+          memTotalBytes: 64 * GiB,
+          inflight: 1,
+          extra: { gpus: [{ name: 'RTX "4090"', util: 0.5 }], note: "it's" },
+        }),
+        heartbeat('w1', '2030-05-01T23:59:59.999Z', { cpuPercent: 30, memUsedBytes: 48 * GiB, inflight: 4 }),
+        heartbeat('w1', '2030-05-01T12:00:00.000Z', { cpuPercent: null, inflight: 2 }),
+        heartbeat('w1', '2030-05-02T00:00:00.000Z', { cpuPercent: 50, memUsedBytes: GiB }),
+        heartbeat('w2', '2030-05-01T10:00:00.000Z', { cpuPercent: 99.5 }),
+      ])
+      assert.deepEqual(await store.listDailyStats('w1'), [
+        {
+          clientId: 'w1',
+          day: '2030-05-01',
+          heartbeats: 3,
+          avgCpuPercent: 20,
+          maxCpuPercent: 30,
+          maxMemUsedBytes: 48 * GiB,
+          maxInflight: 4,
+        },
+        {
+          clientId: 'w1',
+          day: '2030-05-02',
+          heartbeats: 1,
+          avgCpuPercent: 50,
+          maxCpuPercent: 50,
+          maxMemUsedBytes: GiB,
+          maxInflight: 0,
+        },
+      ])
+
+      // A later batch folds into the existing day.
+      await store.recordHeartbeats([
+        heartbeat('w1', '2030-05-01T13:00:00.000Z', { cpuPercent: 80, inflight: 9 }),
+        heartbeat('w2', '2030-05-01T11:00:00.000Z'),
+      ])
+      const [day1] = await store.listDailyStats('w1')
+      assert.equal(day1!.heartbeats, 4)
+      assert.equal(day1!.avgCpuPercent, 40)
+      assert.equal(day1!.maxCpuPercent, 80)
+      assert.equal(day1!.maxMemUsedBytes, 48 * GiB)
+      assert.equal(day1!.maxInflight, 9)
+      const [w2] = await store.listDailyStats('w2')
+      assert.equal(w2!.heartbeats, 2)
+      assert.equal(w2!.avgCpuPercent, 99.5)
+      assert.equal(w2!.maxMemUsedBytes, null)
+
+      const recent = await store.listHeartbeats('w1', 2)
+      assert.deepEqual(
+        recent.map((h) => h.at.toISOString()),
+        ['2030-05-02T00:00:00.000Z', '2030-05-01T23:59:59.999Z'],
+      )
+      const first = (await store.listHeartbeats('w1')).find(
+        (h) => h.at.toISOString() === '2030-05-01T10:00:00.000Z',
+      )!
+      assert.deepEqual(first, {
+        clientId: 'w1',
+        at: new Date('2030-05-01T10:00:00.000Z'),
+        cpuPercent: 10,
+        memUsedBytes: 2 * GiB,
+        memTotalBytes: 64 * GiB,
+        inflight: 1,
+        extra: { gpus: [{ name: 'RTX "4090"', util: 0.5 }], note: "it's" },
+      })
+      assert.equal((await store.listHeartbeats('w1')).length, 5)
+      assert.deepEqual(await store.listDailyStats('nobody'), [])
+    })
+
+    test('settings: missing, set, overwrite', async () => {
+      const store = await fresh()
+      assert.equal(await store.getSetting('admin_key_hash'), undefined)
+      await store.setSetting('admin_key_hash', 'abc')
+      assert.equal(await store.getSetting('admin_key_hash'), 'abc')
+      await store.setSetting('admin_key_hash', 'multi\nline ✓')
+      assert.equal(await store.getSetting('admin_key_hash'), 'multi\nline ✓')
+      await store.setSetting('empty', '')
+      assert.equal(await store.getSetting('empty'), '')
+    })
+
+    test('onQuery sees every query: one per simple call', async () => {
+      const seen: string[] = []
+      const store = await fresh({ onQuery: (sql) => seen.push(sql) })
+      const user = await store.createUser('u')
+      const key = await store.createKey(keyFor(user.id))
+      const count = async (fn: () => Promise<unknown>) => {
+        seen.length = 0
+        await fn()
+        assert.ok(
+          seen.every((sql) => typeof sql === 'string' && sql.length > 0),
+          'each query is its SQL text',
+        )
+        return seen.length
+      }
+      assert.equal(await count(() => store.getKey(key.id)), 1)
+      assert.equal(await count(() => store.findKeyByPrefix(key.prefix)), 1)
+      assert.equal(await count(() => store.listKeys({ userId: user.id })), 1)
+      assert.equal(await count(() => store.getUser(user.id)), 1)
+      assert.equal(await count(() => store.ensureUser('u')), 1)
+      assert.equal(await count(() => store.setSetting('k', 'v')), 1)
+      assert.equal(await count(() => store.getSetting('k')), 1)
+      assert.equal(await count(() => store.claimWorker('w', user.id)), 1)
+      assert.equal(await count(() => store.claimWorker('w', user.id)), 2)
+      assert.equal(await count(() => store.updateWorker('w', { status: 'online' })), 1)
+      assert.equal(await count(() => store.revokeKey(key.id)), 1)
+      assert.equal(await count(() => store.recordHeartbeats([])), 0)
+      const batch = await count(() =>
+        store.recordHeartbeats([
+          heartbeat('w', '2030-01-01T00:00:00Z'),
+          heartbeat('w', '2030-01-01T00:00:01Z'),
+        ]),
+      )
+      assert.ok(batch >= 1 && batch <= 4, `a batch of 2 costs ${batch} queries`)
+    })
+
+    test('a closed store refuses calls with a typed error', async () => {
+      const store = await fresh()
+      await store.close()
+      await store.close()
+      await assert.rejects(store.getSetting('k'), rejectsWith(ErrorCodes.STORE_UNAVAILABLE, false))
+    })
+  })
+}
+
+// ---- SQLite: a file per test in one temp dir ----
+
+const sqliteRoot = mkdtempSync(join(tmpdir(), 'gpuf-store-'))
+after(() => rmSync(sqliteRoot, { recursive: true, force: true }))
+let sqliteCount = 0
+
+storeContract('sqlite', async () => {
+  // A nested, missing directory: the adapter creates it.
+  const path = join(sqliteRoot, `db-${++sqliteCount}`, 'data', 'store.sqlite')
+  return (options) => new SqliteStore({ path, onQuery: options?.onQuery })
+})
+
+// ---- PostgreSQL: one server for the file, a fresh schema per test ----
+
+const pgMissing = unavailable('postgres')
+let pgService: ManagedService | undefined
+let pgCount = 0
+
+/** Runs one statement as the server's superuser, on a short-lived connection (it survives outages). */
+async function pgAdmin(sql: string): Promise<void> {
+  const admin = new Client({ connectionString: pgService!.url })
+  admin.on('error', () => undefined)
+  await admin.connect()
+  try {
+    await admin.query(sql)
+  } finally {
+    await admin.end()
+  }
+}
+
+/**
+ * A URL of a new, empty database on the test server: a fresh schema, first on the
+ * connection's search_path (instant, where CREATE DATABASE takes a quarter of a second).
+ */
+async function newPgDatabase(): Promise<string> {
+  const schema = `store_${++pgCount}`
+  await pgAdmin(`CREATE SCHEMA ${schema}`)
+  return `${pgService!.url}?options=${encodeURIComponent(`-c search_path=${schema}`)}`
+}
+
+describe('PostgreSQL', { skip: pgMissing ?? false }, () => {
+  before(async () => {
+    pgService = await startPostgres()
+  })
+  after(async () => {
+    await pgService?.close()
+  })
+
+  storeContract('postgres', async () => {
+    const url = await newPgDatabase()
+    return (options) => new PostgresStore({ url, onQuery: options?.onQuery })
+  })
+
+  test('a stopped database fails calls fast and retryably; the same store recovers when it is back', async () => {
+    const store = new PostgresStore({ url: await newPgDatabase() })
+    try {
+      await store.migrate()
+      await store.setSetting('k', 'v')
+      // Several pooled connections open, so the restart has idle clients to break.
+      await Promise.all(Array.from({ length: 4 }, () => store.getSetting('k')))
+
+      // The test server runs with synchronous_commit=off and stops with `-m immediate` (a
+      // crash): without a checkpoint, the last commits would be lost and the test would see
+      // missing tables rather than recovery.
+      await pgAdmin('CHECKPOINT')
+      await pgService!.stop()
+      for (const call of [
+        () => store.getSetting('k'),
+        () => store.setSetting('k', 'w'),
+        () => store.migrate(),
+      ]) {
+        const started = Date.now()
+        await assert.rejects(call(), rejectsWith(ErrorCodes.STORE_UNAVAILABLE, true))
+        assert.ok(Date.now() - started < 5_000, `failed after ${Date.now() - started} ms`)
+      }
+
+      await pgService!.start()
+      assert.equal(await store.getSetting('k'), 'v')
+      await store.setSetting('k', 'after')
+      assert.deepEqual(
+        await Promise.all(Array.from({ length: 4 }, () => store.getSetting('k'))),
+        Array(4).fill('after'),
+      )
+    } finally {
+      await store.close()
+    }
+  })
+
+  test('createStore picks PostgreSQL for postgres:// and postgresql:// URLs', async () => {
+    const url = await newPgDatabase()
+    for (const databaseUrl of [url, url.replace(/^postgres:/, 'postgresql:')]) {
+      const store = await createStore({ databaseUrl, sqlitePath: join(sqliteRoot, 'unused.sqlite') })
+      try {
+        assert.equal(store.kind, 'postgres')
+        await store.migrate()
+        assert.equal(await store.schemaVersion(), LATEST_VERSION)
+      } finally {
+        await store.close()
+      }
+    }
+  })
+})
+
+describe('createStore', () => {
+  test('SQLite at sqlitePath without a databaseUrl', async () => {
+    const store = await createStore({
+      sqlitePath: join(sqliteRoot, 'factory', 'store.sqlite'),
+      databaseUrl: '',
+    })
+    try {
+      assert.equal(store.kind, 'sqlite')
+      assert.deepEqual(await store.migrate(), [LATEST_VERSION])
+    } finally {
+      await store.close()
+    }
+  })
+
+  test('refuses other URLs and missing locations with a configuration error', async () => {
+    await assert.rejects(createStore({ databaseUrl: 'mysql://localhost/db' }), rejectsWith(ErrorCodes.CONFIG))
+    await assert.rejects(createStore({}), rejectsWith(ErrorCodes.CONFIG))
+  })
+})
