@@ -1,6 +1,4 @@
-import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import type { AdminAuth } from '../../auth/admin.js'
 import { type CreateKeyInput, type KeyManager, publicKeyView } from '../../auth/manage.js'
 import { ErrorCodes, FabricError, isFabricError } from '../../errors/index.js'
@@ -9,6 +7,7 @@ import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store } from '../../store/index.js'
 import { sendError, statusOf } from '../gateway/errors.js'
+import { closeServer, listen } from '../listen.js'
 
 /** Options of the management API port. */
 export interface ApiServerOptions {
@@ -67,15 +66,11 @@ export class ApiServer {
   }
 
   async start(): Promise<number> {
-    this.#server.listen(this.#options.port, this.#options.host)
-    await once(this.#server, 'listening')
-    return (this.#server.address() as AddressInfo).port
+    return listen(this.#server, this.#options.port, this.#options.host)
   }
 
   async stop(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
-    this.#server.closeAllConnections()
-    await closed
+    await closeServer(this.#server, () => this.#server.closeAllConnections())
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

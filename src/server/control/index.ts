@@ -1,6 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { once } from 'node:events'
-import type { AddressInfo } from 'node:net'
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { ErrorCodes, type FabricError } from '../../errors/index.js'
@@ -10,6 +8,7 @@ import type { WorkerRegistry } from '../../routing/registry.js'
 import { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
 import type { WorkerAuthenticator } from '../auth.js'
+import { closeServer, listen } from '../listen.js'
 
 /** Options of the control-port server. */
 export interface ControlServerOptions {
@@ -53,19 +52,17 @@ export class ControlServer {
 
   /** Starts listening; resolves with the bound port. */
   async start(): Promise<number> {
-    this.#server.listen(this.#options.port, this.#options.host)
-    await once(this.#server, 'listening')
-    return (this.#server.address() as AddressInfo).port
+    return listen(this.#server, this.#options.port, this.#options.host)
   }
 
   /** Stops accepting and closes every worker's control channel. */
   async stop(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
-    for (const channel of this.#pending) channel.destroy()
-    for (const session of [...this.#options.registry.workers()]) {
-      session.close(ErrorCodes.SHUTTING_DOWN, 'server is shutting down')
-    }
-    await closed
+    await closeServer(this.#server, () => {
+      for (const channel of this.#pending) channel.destroy()
+      for (const session of [...this.#options.registry.workers()]) {
+        session.close(ErrorCodes.SHUTTING_DOWN, 'server is shutting down')
+      }
+    })
   }
 
   #onConnection(socket: TLSSocket): void {

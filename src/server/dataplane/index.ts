@@ -1,11 +1,10 @@
-import { once } from 'node:events'
 import { type ClientHttp2Session, constants as h2, connect as h2connect } from 'node:http2'
-import type { AddressInfo } from 'node:net'
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { TLS13 } from '../../tls/index.js'
+import { closeServer, listen } from '../listen.js'
 
 /** Path of the one-time bind request the server sends on a new data link. */
 export const BIND_PATH = '/.gpuf/bind'
@@ -55,15 +54,13 @@ export class DataPlaneServer {
   }
 
   async start(): Promise<number> {
-    this.#server.listen(this.#options.port, this.#options.host)
-    await once(this.#server, 'listening')
-    return (this.#server.address() as AddressInfo).port
+    return listen(this.#server, this.#options.port, this.#options.host)
   }
 
   async stop(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
-    for (const link of this.#links) link.destroy()
-    await closed
+    await closeServer(this.#server, () => {
+      for (const link of this.#links) link.destroy()
+    })
   }
 
   #onConnection(socket: TLSSocket): void {

@@ -1,4 +1,3 @@
-import { once } from 'node:events'
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -6,7 +5,6 @@ import {
   type ServerResponse,
 } from 'node:http'
 import { createSecureServer, constants as h2, type IncomingHttpHeaders } from 'node:http2'
-import type { AddressInfo } from 'node:net'
 import type { KeyAuthenticator } from '../../auth/authenticator.js'
 import type { Principal } from '../../auth/principal.js'
 import { RateLimiter, tokensFromTail } from '../../auth/rate-limit.js'
@@ -16,6 +14,7 @@ import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
+import { closeServer, listen } from '../listen.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
 
@@ -84,15 +83,11 @@ export class Gateway {
   }
 
   async start(): Promise<number> {
-    this.#server.listen(this.#options.port, this.#options.host)
-    await once(this.#server, 'listening')
-    return (this.#server.address() as AddressInfo).port
+    return listen(this.#server, this.#options.port, this.#options.host)
   }
 
   async stop(): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
-    ;(this.#server as Partial<Server>).closeAllConnections?.()
-    await closed
+    await closeServer(this.#server, () => (this.#server as Partial<Server>).closeAllConnections?.())
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
