@@ -88,16 +88,37 @@ function refuse(
   return { allowed: false, headers, limit }
 }
 
+/** Tokens of one answer; `reported` is false when they were estimated from its size. */
+export interface TokenCount {
+  readonly total: number
+  readonly prompt: number | null
+  readonly completion: number | null
+  readonly reported: boolean
+}
+
 /**
- * Tokens an answer used, read from the tail of its body: OpenAI `usage.total_tokens` (JSON,
- * or the last SSE chunk), Ollama `prompt_eval_count + eval_count`; else estimated as bytes / 4.
+ * Tokens an answer used, read from the tail of its body: OpenAI `usage` (JSON, or the last SSE
+ * chunk), Ollama `prompt_eval_count` / `eval_count`; else estimated as bytes / 4.
  */
-export function tokensFromTail(tail: string, bodyBytes: number): number {
-  let last: string | undefined
-  for (const match of tail.matchAll(/"total_tokens"\s*:\s*(\d+)/g)) last = match[1]
-  if (last !== undefined) return Number(last)
-  const evalCount = /"eval_count"\s*:\s*(\d+)/.exec(tail)
-  const promptCount = /"prompt_eval_count"\s*:\s*(\d+)/.exec(tail)
-  if (evalCount !== null) return Number(evalCount[1]) + Number(promptCount?.[1] ?? 0)
-  return Math.ceil(bodyBytes / 4)
+export function countTokens(tail: string, bodyBytes: number): TokenCount {
+  const last = (re: RegExp): number | null => {
+    let value: string | undefined
+    for (const match of tail.matchAll(re)) value = match[1]
+    return value === undefined ? null : Number(value)
+  }
+  const total = last(/"total_tokens"\s*:\s*(\d+)/g)
+  if (total !== null) {
+    return {
+      total,
+      prompt: last(/"prompt_tokens"\s*:\s*(\d+)/g),
+      completion: last(/"completion_tokens"\s*:\s*(\d+)/g),
+      reported: true,
+    }
+  }
+  const completion = last(/"eval_count"\s*:\s*(\d+)/g)
+  if (completion !== null) {
+    const prompt = last(/"prompt_eval_count"\s*:\s*(\d+)/g)
+    return { total: completion + (prompt ?? 0), prompt, completion, reported: true }
+  }
+  return { total: Math.ceil(bodyBytes / 4), prompt: null, completion: null, reported: false }
 }

@@ -12,6 +12,7 @@ import { loadOrCreateSecret } from '../config/secrets.js'
 import { ErrorCodes, isFabricError } from '../errors/index.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { type FabricPorts, FabricServer, type WorkerEvents } from '../server/index.js'
+import { RequestTracker } from '../server/request-log.js'
 import { createStore, type KeyRecord, type Store } from '../store/index.js'
 import { loadOrCreateCertificate } from '../tls/index.js'
 import { SERVER_OPTIONS } from './options.js'
@@ -115,6 +116,7 @@ export async function startServerFromFlags(
       await server.invalidateKey(record.prefix)
     }),
     workerEvents: workerEventsFor(infra.store, logger),
+    tracker: new RequestTracker({ store: infra.store, logger: logger.child({ component: 'request-log' }) }),
     logger,
     pingIntervalMs: o['pingIntervalMs'] as number,
     pingDeadlineMs: o['pingDeadlineMs'] as number,

@@ -13,6 +13,7 @@ import { sharedTokenAuthenticator, type WorkerAuthenticator } from './auth.js'
 import { ControlServer } from './control/index.js'
 import { DataPlaneServer } from './dataplane/index.js'
 import { Gateway } from './gateway/index.js'
+import type { RequestTracker } from './request-log.js'
 
 /** Options of a fabric server. Ports of 0 pick free ports (tests). */
 export interface FabricServerOptions {
@@ -35,6 +36,8 @@ export interface FabricServerOptions {
   /** Admin of the management API. Default: the first static API key. */
   readonly admin?: AdminAuth
   readonly keyManager?: KeyManager | undefined
+  /** Logs requests of shared keys (started and flushed with the server). */
+  readonly tracker?: RequestTracker | undefined
   readonly store?: Store | undefined
   /** Told when workers come and go (to record them in the store). */
   readonly workerEvents?: WorkerEvents | undefined
@@ -78,6 +81,7 @@ export class FabricServer {
   readonly #logger: Logger
   readonly #keys: KeyAuthenticator
   readonly #onStopped: (() => Promise<void>)[] = []
+  readonly #tracker: RequestTracker | undefined
 
   constructor(options: FabricServerOptions) {
     const logger = options.logger ?? silentLogger()
@@ -90,6 +94,7 @@ export class FabricServer {
       options.keyAuthenticator ??
       new KeyAuthenticator({ staticKeys: options.apiKeys, logger: logger.child({ component: 'keys' }) })
     this.#keys = keys
+    this.#tracker = options.tracker
     const { registry } = this
     this.#control = new ControlServer({
       host: options.host,
@@ -121,6 +126,7 @@ export class FabricServer {
       registry,
       keys,
       rateLimiter: options.rateLimiter,
+      tracker: options.tracker,
       logger: logger.child({ component: 'gateway' }),
       version: VERSION,
       tls: options.publicTls,
@@ -143,6 +149,7 @@ export class FabricServer {
   /** Binds every port. */
   async start(): Promise<FabricPorts> {
     this.#keys.start()
+    this.#tracker?.start()
     this.ports.control = await this.#control.start()
     this.ports.proxy = await this.#dataplane.start()
     this.ports.public = await this.#gateway.start()
@@ -166,6 +173,7 @@ export class FabricServer {
     await Promise.allSettled([this.#gateway.stop(), this.#api.stop()])
     await Promise.allSettled([this.#control.stop(), this.#dataplane.stop()])
     this.#keys.stop()
+    await this.#tracker?.stop()
     for (const fn of this.#onStopped.splice(0)) await fn().catch(() => undefined)
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The persistent store: users, API keys and worker tokens, workers, and the telemetry
- * tables (heartbeats, daily statistics). Two adapters: SQLite (embedded default, a file in
+ * The persistent store: users, API keys and worker tokens, workers, the telemetry
+ * tables (heartbeats, daily statistics) and the request log of shared keys. Two adapters: SQLite (embedded default, a file in
  * the data dir) and PostgreSQL (`--database-url`). Every method takes and returns plain
  * values; adapters use prepared/parameterised statements only.
  */
@@ -115,6 +115,20 @@ export interface Store {
   /** Appends heartbeat rows and folds them into the daily statistics, in one transaction. */
   recordHeartbeats(rows: readonly HeartbeatRecord[]): Promise<void>
 
+  /**
+   * Appends request-log rows (the requests of `shared` keys, logged for tracking). The whole
+   * batch is written atomically: in one transaction (SQLite, as few multi-row INSERTs as
+   * the parameter limit allows) or one multi-row INSERT (PostgreSQL). An empty list sends
+   * no query. Token counts are rounded to whole numbers.
+   */
+  recordRequests(rows: readonly Omit<RequestLogRecord, 'id'>[]): Promise<void>
+  /**
+   * Logged requests, newest first (same instant: last recorded first). `keyId` keeps one
+   * key's requests, `since` those at or after that instant (inclusive); `limit` defaults to
+   * 100 and is capped at 10 000.
+   */
+  listRequests(filter?: { keyId?: string; since?: Date; limit?: number }): Promise<RequestLogRecord[]>
+
   /** Small key/value settings (e.g. the admin key's hash). */
   getSetting(key: string): Promise<string | undefined>
   setSetting(key: string, value: string): Promise<void>
@@ -129,6 +143,32 @@ export interface StoreOptions {
   readonly sqlitePath?: string | undefined
   /** Called for every query the adapter sends (tests count them). */
   readonly onQuery?: ((sql: string) => void) | undefined
+}
+
+/**
+ * One logged request (table `request_log`, schema v2). No foreign keys: the log outlives
+ * keys, users and workers, and one stale id must not fail a whole batch.
+ */
+export interface RequestLogRecord {
+  /** Assigned by the store, increasing in the order rows were recorded; only on read. */
+  readonly id: number
+  /** When the request arrived. */
+  readonly at: Date
+  /** The API key's public id (`key_…`). */
+  readonly keyId: string
+  readonly userId: string | null
+  /** The model requested. */
+  readonly model: string
+  /** Client id of the worker that served it; null when none did. */
+  readonly workerId: string | null
+  /** The API path, e.g. `/v1/chat/completions`. */
+  readonly path: string
+  /** HTTP status returned. */
+  readonly status: number
+  readonly durationMs: number
+  readonly promptTokens: number | null
+  readonly completionTokens: number | null
+  readonly totalTokens: number | null
 }
 
 export { createStore } from './factory.js'

@@ -16,6 +16,10 @@
  *   history also outlives a worker's registration.
  * - `daily_stats` keeps `cpu_sum`/`cpu_samples` so the average can be folded in by an
  *   upsert; `avg_cpu_percent` is a generated column.
+ *
+ * Schema v2 adds `request_log`, the requests of `shared` keys. Like telemetry it has no
+ * foreign keys (the log outlives keys, users and workers; a batch must not fail on one
+ * stale id). Indexes serve the two reads: one key's requests by time, and all by time.
  */
 
 /** One schema step. `sqlite` and `postgres` hold the same change in each dialect. */
@@ -178,6 +182,46 @@ export const MIGRATIONS: readonly Migration[] = [
         key text PRIMARY KEY,
         value text NOT NULL
       )`,
+    ],
+  },
+  {
+    version: 2,
+    name: 'request_log: requests of shared keys',
+    sqlite: [
+      `CREATE TABLE request_log (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        key_id TEXT NOT NULL,
+        user_id TEXT,
+        model TEXT NOT NULL,
+        worker_id TEXT,
+        path TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        duration_ms REAL NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        total_tokens INTEGER
+      ) STRICT`,
+      'CREATE INDEX request_log_key_id_at ON request_log (key_id, at)',
+      'CREATE INDEX request_log_at ON request_log (at)',
+    ],
+    postgres: [
+      `CREATE TABLE request_log (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        key_id text NOT NULL,
+        user_id text,
+        model text NOT NULL,
+        worker_id text,
+        path text NOT NULL,
+        status integer NOT NULL,
+        duration_ms double precision NOT NULL,
+        prompt_tokens integer,
+        completion_tokens integer,
+        total_tokens integer
+      )`,
+      'CREATE INDEX request_log_key_id_at ON request_log (key_id, at)',
+      'CREATE INDEX request_log_at ON request_log (at)',
     ],
   },
 ]

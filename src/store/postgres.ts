@@ -12,12 +12,21 @@ import type {
   KeyKind,
   KeyRecord,
   NewKey,
+  RequestLogRecord,
   Store,
   UserRecord,
   WorkerRecord,
 } from './index.js'
 import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
-import { clampLimit, closedError, type DailyStatsRecord, newId, type StoreTelemetry } from './shared.js'
+import {
+  clampLimit,
+  closedError,
+  type DailyStatsRecord,
+  newId,
+  requestRowValues,
+  type StoreTelemetry,
+  sinceMs,
+} from './shared.js'
 
 /** Options of the PostgreSQL adapter. Defaults are the exported `PG_*` constants. */
 export interface PostgresStoreOptions {
@@ -48,6 +57,9 @@ const KEY_COLUMNS =
   'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
 const WORKER_COLUMNS =
   'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
+
+const REQUEST_COLUMNS =
+  'id, at, key_id, user_id, model, worker_id, path, status, duration_ms, prompt_tokens, completion_tokens, total_tokens'
 
 /** Every statement of the adapter, by name (also the prepared statement's name). */
 const SQL = {
@@ -123,6 +135,23 @@ const SQL = {
   listHeartbeats: `SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra
     FROM heartbeats WHERE client_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
 
+  // One statement for a batch of any size: one typed array per column (11 parameters, so no
+  // parameter limit to chunk around), zipped back into rows by unnest. ORDINALITY keeps
+  // the batch's order, so ids increase in the order the rows were given.
+  recordRequests: `INSERT INTO request_log (at, key_id, user_id, model, worker_id, path, status, duration_ms,
+      prompt_tokens, completion_tokens, total_tokens)
+    SELECT at, key_id, user_id, model, worker_id, path, status, duration_ms,
+      prompt_tokens, completion_tokens, total_tokens
+    FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::integer[], $8::double precision[], $9::integer[], $10::integer[], $11::integer[])
+      WITH ORDINALITY AS r (at, key_id, user_id, model, worker_id, path, status, duration_ms,
+        prompt_tokens, completion_tokens, total_tokens, n)
+    ORDER BY n`,
+  // No `since`: the caller passes '-infinity', so one range condition serves both cases.
+  listRequests: `SELECT ${REQUEST_COLUMNS} FROM request_log WHERE at >= $1 ORDER BY at DESC, id DESC LIMIT $2`,
+  listRequestsByKey: `SELECT ${REQUEST_COLUMNS} FROM request_log
+    WHERE key_id = $1 AND at >= $2 ORDER BY at DESC, id DESC LIMIT $3`,
+
   getSetting: 'SELECT value FROM settings WHERE key = $1',
   setSetting:
     'INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
@@ -190,6 +219,21 @@ interface HeartbeatRow {
   extra: Record<string, unknown>
 }
 
+interface RequestRow {
+  id: Int8
+  at: Date
+  key_id: string
+  user_id: string | null
+  model: string
+  worker_id: string | null
+  path: string
+  status: number
+  duration_ms: number
+  prompt_tokens: number | null
+  completion_tokens: number | null
+  total_tokens: number | null
+}
+
 const int8 = (value: Int8 | null): number | null => (value === null ? null : Number(value))
 const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
 
@@ -229,6 +273,23 @@ function toWorker(row: WorkerRow): WorkerRecord {
     models: row.models,
     firstSeenAt: row.first_seen_at,
     lastSeenAt: row.last_seen_at,
+  }
+}
+
+function toRequest(row: RequestRow): RequestLogRecord {
+  return {
+    id: Number(row.id),
+    at: row.at,
+    keyId: row.key_id,
+    userId: row.user_id,
+    model: row.model,
+    workerId: row.worker_id,
+    path: row.path,
+    status: row.status,
+    durationMs: row.duration_ms,
+    promptTokens: row.prompt_tokens,
+    completionTokens: row.completion_tokens,
+    totalTokens: row.total_tokens,
   }
 }
 
@@ -311,7 +372,11 @@ export class PostgresStore implements Store, StoreTelemetry {
     return (await this.#query<R>(name, values)).rows[0]
   }
 
-  async migrate(): Promise<number[]> {
+  /**
+   * Applies pending migrations. `upTo` (tests and tooling) stops after that version, e.g.
+   * to build an older schema and then migrate it forward.
+   */
+  async migrate(upTo = Number.POSITIVE_INFINITY): Promise<number[]> {
     if (this.#closed) throw closedError('postgres')
     let client: PoolClient
     try {
@@ -336,6 +401,7 @@ export class PostgresStore implements Store, StoreTelemetry {
       const applied: number[] = []
       for (const migration of MIGRATIONS) {
         if (migration.version <= current) continue
+        if (migration.version > upTo) break
         await run('BEGIN')
         try {
           for (const sql of migration.postgres) await run(sql)
@@ -512,6 +578,43 @@ export class PostgresStore implements Store, StoreTelemetry {
       inflight: row.inflight,
       extra: row.extra,
     }))
+  }
+
+  async recordRequests(rows: readonly Omit<RequestLogRecord, 'id'>[]): Promise<void> {
+    if (rows.length === 0) return
+    if (this.#closed) throw closedError('postgres')
+    const columns: unknown[][] = Array.from({ length: 11 }, () => [])
+    rows.forEach((input, index) => {
+      const row = requestRowValues(input, index)
+      const values = [
+        new Date(row.atMs).toISOString(),
+        row.keyId,
+        row.userId,
+        row.model,
+        row.workerId,
+        row.path,
+        row.status,
+        row.durationMs,
+        row.promptTokens,
+        row.completionTokens,
+        row.totalTokens,
+      ]
+      for (const [i, value] of values.entries()) columns[i]!.push(value)
+    })
+    await this.#query('recordRequests', columns)
+  }
+
+  async listRequests(
+    filter: { keyId?: string; since?: Date; limit?: number } = {},
+  ): Promise<RequestLogRecord[]> {
+    if (this.#closed) throw closedError('postgres')
+    const since = filter.since == null ? '-infinity' : new Date(sinceMs(filter.since)).toISOString()
+    const limit = clampLimit(filter.limit)
+    const { rows } =
+      filter.keyId == null
+        ? await this.#query<RequestRow>('listRequests', [since, limit])
+        : await this.#query<RequestRow>('listRequestsByKey', [filter.keyId, since, limit])
+    return rows.map(toRequest)
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, FabricError } from '../errors/index.js'
-import type { HeartbeatRecord } from './index.js'
+import type { HeartbeatRecord, RequestLogRecord } from './index.js'
 
 /** A new public id: `prefix` and 16 random hex characters (64 bits), e.g. `key_3f9a…`. */
 export function newId(prefix: 'key' | 'usr'): string {
@@ -49,4 +49,61 @@ export function closedError(kind: string): FabricError {
 export function clampLimit(limit: number | undefined, fallback = 100, max = 10_000): number {
   if (limit === undefined || !Number.isFinite(limit)) return fallback
   return Math.max(0, Math.min(max, Math.trunc(limit)))
+}
+
+const isInt32 = (n: number): boolean => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
+
+/** A request-log row as both adapters bind it: `at` in epoch ms, absent optionals as null. */
+export interface RequestRowValues {
+  readonly atMs: number
+  readonly keyId: string
+  readonly userId: string | null
+  readonly model: string
+  readonly workerId: string | null
+  readonly path: string
+  readonly status: number
+  readonly durationMs: number
+  readonly promptTokens: number | null
+  readonly completionTokens: number | null
+  readonly totalTokens: number | null
+}
+
+/**
+ * Checks and normalises one request-log row, so both adapters accept and refuse the same
+ * values: an invalid date, a status or token count outside 32 bits (PostgreSQL `integer`)
+ * or a non-finite duration fails the whole batch with BAD_REQUEST before any query; token
+ * counts are rounded.
+ */
+export function requestRowValues(row: Omit<RequestLogRecord, 'id'>, index: number): RequestRowValues {
+  const bad = (what: string) => new FabricError(ErrorCodes.BAD_REQUEST, `request log row ${index}: ${what}`)
+  const atMs = row.at instanceof Date ? row.at.getTime() : Number.NaN
+  if (!Number.isFinite(atMs)) throw bad('at is not a valid Date')
+  if (!isInt32(row.status)) throw bad(`status ${String(row.status)} is not a 32-bit integer`)
+  if (!Number.isFinite(row.durationMs)) throw bad(`durationMs ${String(row.durationMs)} is not finite`)
+  const tokens = (name: string, n: number | null | undefined): number | null => {
+    if (n == null) return null
+    const whole = Math.round(n)
+    if (!isInt32(whole)) throw bad(`${name} ${String(n)} is not a 32-bit integer`)
+    return whole
+  }
+  return {
+    atMs,
+    keyId: row.keyId,
+    userId: row.userId ?? null,
+    model: row.model,
+    workerId: row.workerId ?? null,
+    path: row.path,
+    status: row.status,
+    durationMs: row.durationMs,
+    promptTokens: tokens('promptTokens', row.promptTokens),
+    completionTokens: tokens('completionTokens', row.completionTokens),
+    totalTokens: tokens('totalTokens', row.totalTokens),
+  }
+}
+
+/** `since` of `listRequests` in epoch ms; an invalid Date is a BAD_REQUEST in both adapters. */
+export function sinceMs(since: Date): number {
+  const ms = since instanceof Date ? since.getTime() : Number.NaN
+  if (!Number.isFinite(ms)) throw new FabricError(ErrorCodes.BAD_REQUEST, 'since is not a valid Date')
+  return ms
 }

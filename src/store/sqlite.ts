@@ -13,6 +13,7 @@ import type {
   KeyKind,
   KeyRecord,
   NewKey,
+  RequestLogRecord,
   Store,
   UserRecord,
   WorkerRecord,
@@ -23,7 +24,10 @@ import {
   closedError,
   type DailyStatsRecord,
   newId,
+  type RequestRowValues,
+  requestRowValues,
   type StoreTelemetry,
+  sinceMs,
   utcDay,
 } from './shared.js'
 
@@ -44,6 +48,25 @@ const KEY_COLUMNS =
   'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
 const WORKER_COLUMNS =
   'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
+
+const REQUEST_COLUMNS =
+  'id, at, key_id, user_id, model, worker_id, path, status, duration_ms, prompt_tokens, completion_tokens, total_tokens'
+/** Bound parameters per request-log row (every column but `id`). */
+const REQUEST_PARAMS = 11
+/**
+ * Most rows in one multi-row INSERT: a power of two whose parameters stay under SQLite's
+ * default SQLITE_MAX_VARIABLE_NUMBER (32 766; 2 048 × 11 = 22 528). A batch is split into
+ * power-of-two chunks, so at most 12 distinct INSERT statements are ever prepared.
+ */
+const MAX_REQUEST_CHUNK = 2_048
+
+/** The multi-row INSERT of `rows` request-log rows (placeholders only). */
+function insertRequestsSql(rows: number): string {
+  const tuple = `(${Array(REQUEST_PARAMS).fill('?').join(', ')})`
+  return `INSERT INTO request_log (at, key_id, user_id, model, worker_id, path, status, duration_ms,
+      prompt_tokens, completion_tokens, total_tokens)
+    VALUES ${Array(rows).fill(tuple).join(', ')}`
+}
 
 /** Every statement the adapter runs (besides migration DDL), by name. */
 const SQL = {
@@ -107,6 +130,12 @@ const SQL = {
     FROM daily_stats WHERE client_id = ? ORDER BY day`,
   listHeartbeats: `SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra
     FROM heartbeats WHERE client_id = ? ORDER BY at DESC, id DESC LIMIT ?`,
+
+  // No `since`: the caller passes the earliest Date, so one range scan serves both cases.
+  // (id is the rowid, which every SQLite index ends with: the index alone gives the order.)
+  listRequests: `SELECT ${REQUEST_COLUMNS} FROM request_log WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?`,
+  listRequestsByKey: `SELECT ${REQUEST_COLUMNS} FROM request_log
+    WHERE key_id = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?`,
 
   getSetting: 'SELECT value FROM settings WHERE key = ?',
   setSetting:
@@ -172,6 +201,24 @@ interface HeartbeatRow {
   extra: string
 }
 
+interface RequestRow {
+  id: number
+  at: number
+  key_id: string
+  user_id: string | null
+  model: string
+  worker_id: string | null
+  path: string
+  status: number
+  duration_ms: number
+  prompt_tokens: number | null
+  completion_tokens: number | null
+  total_tokens: number | null
+}
+
+/** Before any valid `Date` (±8.64e15 ms): `since` when none is given. */
+const NO_LOWER_BOUND_MS = Number.MIN_SAFE_INTEGER
+
 const toDate = (ms: number | null): Date | null => (ms === null ? null : new Date(ms))
 const toMs = (date: Date | null | undefined): number | null => (date == null ? null : date.getTime())
 const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
@@ -215,6 +262,23 @@ function toWorker(row: WorkerRow): WorkerRecord {
   }
 }
 
+function toRequest(row: RequestRow): RequestLogRecord {
+  return {
+    id: row.id,
+    at: new Date(row.at),
+    keyId: row.key_id,
+    userId: row.user_id,
+    model: row.model,
+    workerId: row.worker_id,
+    path: row.path,
+    status: row.status,
+    durationMs: row.duration_ms,
+    promptTokens: row.prompt_tokens,
+    completionTokens: row.completion_tokens,
+    totalTokens: row.total_tokens,
+  }
+}
+
 /** Maps a better-sqlite3 error to a FabricError the callers understand. */
 function toStoreError(err: unknown): FabricError {
   if (err instanceof FabricError) return err
@@ -242,6 +306,9 @@ export class SqliteStore implements Store, StoreTelemetry {
   readonly #onQuery: ((sql: string) => void) | undefined
   readonly #statements = new Map<SqlName, Database.Statement>()
   readonly #recordHeartbeats: (rows: readonly HeartbeatRecord[]) => void
+  /** Multi-row request-log INSERTs, by row count (powers of two up to MAX_REQUEST_CHUNK). */
+  readonly #insertRequests = new Map<number, { sql: string; statement: Database.Statement }>()
+  readonly #recordRequests: (rows: readonly RequestRowValues[]) => void
   #closed = false
 
   constructor(options: SqliteStoreOptions) {
@@ -276,6 +343,44 @@ export class SqliteStore implements Store, StoreTelemetry {
         this.#statement('foldDailyStats').run(params)
       }
     })
+    // One transaction for the whole batch, written in power-of-two chunks (largest first).
+    this.#recordRequests = this.#db.transaction((rows: readonly RequestRowValues[]) => {
+      let start = 0
+      while (start < rows.length) {
+        let size = MAX_REQUEST_CHUNK
+        while (size > rows.length - start) size /= 2
+        const params: unknown[] = []
+        for (const row of rows.slice(start, start + size)) {
+          params.push(
+            row.atMs,
+            row.keyId,
+            row.userId,
+            row.model,
+            row.workerId,
+            row.path,
+            row.status,
+            row.durationMs,
+            row.promptTokens,
+            row.completionTokens,
+            row.totalTokens,
+          )
+        }
+        this.#insertRequestsStatement(size).run(params)
+        start += size
+      }
+    })
+  }
+
+  /** The prepared multi-row INSERT of `rows` request-log rows, counted as one query. */
+  #insertRequestsStatement(rows: number): Database.Statement {
+    let entry = this.#insertRequests.get(rows)
+    if (entry === undefined) {
+      const sql = insertRequestsSql(rows)
+      entry = { sql, statement: this.#db.prepare(sql) }
+      this.#insertRequests.set(rows, entry)
+    }
+    this.#onQuery?.(entry.sql)
+    return entry.statement
   }
 
   /** The prepared statement `name` (prepared on first use), counted as one query. */
@@ -304,7 +409,11 @@ export class SqliteStore implements Store, StoreTelemetry {
     return (this.#statement('schemaVersion').get() as { version: number }).version
   }
 
-  async migrate(): Promise<number[]> {
+  /**
+   * Applies pending migrations. `upTo` (tests and tooling) stops after that version, e.g.
+   * to build an older schema and then migrate it forward.
+   */
+  async migrate(upTo = Number.POSITIVE_INFINITY): Promise<number[]> {
     return this.#call(() => {
       this.#onQuery?.(MIGRATIONS_TABLE.sqlite)
       this.#db.exec(MIGRATIONS_TABLE.sqlite)
@@ -312,6 +421,7 @@ export class SqliteStore implements Store, StoreTelemetry {
       const applied: number[] = []
       for (const migration of MIGRATIONS) {
         if (migration.version <= current) continue
+        if (migration.version > upTo) break
         // IMMEDIATE takes the write lock first, so two processes cannot both apply a version.
         const done = this.#db
           .transaction(() => {
@@ -502,6 +612,25 @@ export class SqliteStore implements Store, StoreTelemetry {
     )
   }
 
+  async recordRequests(rows: readonly Omit<RequestLogRecord, 'id'>[]): Promise<void> {
+    if (rows.length === 0) return
+    return this.#call(() => this.#recordRequests(rows.map(requestRowValues)))
+  }
+
+  async listRequests(
+    filter: { keyId?: string; since?: Date; limit?: number } = {},
+  ): Promise<RequestLogRecord[]> {
+    return this.#call(() => {
+      const since = filter.since == null ? NO_LOWER_BOUND_MS : sinceMs(filter.since)
+      const limit = clampLimit(filter.limit)
+      const rows =
+        filter.keyId == null
+          ? this.#statement('listRequests').all(since, limit)
+          : this.#statement('listRequestsByKey').all(filter.keyId, since, limit)
+      return (rows as RequestRow[]).map(toRequest)
+    })
+  }
+
   async getSetting(key: string): Promise<string | undefined> {
     return this.#call(() => (this.#statement('getSetting').get(key) as { value: string } | undefined)?.value)
   }
@@ -516,6 +645,7 @@ export class SqliteStore implements Store, StoreTelemetry {
     if (this.#closed) return
     this.#closed = true
     this.#statements.clear()
+    this.#insertRequests.clear()
     this.#db.close()
   }
 }

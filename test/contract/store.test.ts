@@ -17,13 +17,16 @@ import {
   MIGRATIONS,
   type NewKey,
   PostgresStore,
+  type RequestLogRecord,
   SqliteStore,
   type Store,
   type StoreTelemetry,
 } from '../../src/store/index.js'
 import { type ManagedService, startPostgres, unavailable } from '../helpers/services.js'
 
-type TestStore = Store & StoreTelemetry
+/** Both adapters also take `migrate(upTo)`, to build an older schema. */
+type TestStore = Store & StoreTelemetry & { migrate(upTo?: number): Promise<number[]> }
+type NewRequest = Omit<RequestLogRecord, 'id'>
 type OpenStore = (options?: { onQuery?: (sql: string) => void }) => TestStore
 /** Makes a fresh, empty database and returns how to open stores on it (several may share it, like servers). */
 type NewDatabase = () => Promise<OpenStore>
@@ -82,6 +85,41 @@ function heartbeat(clientId: string, at: string, fields: Partial<HeartbeatRecord
   }
 }
 
+function request(keyId: string, at: string | number, fields: Partial<NewRequest> = {}): NewRequest {
+  return {
+    at: new Date(at),
+    keyId,
+    userId: null,
+    model: 'llama3:8b',
+    workerId: null,
+    path: '/v1/chat/completions',
+    status: 200,
+    durationMs: 12.5,
+    promptTokens: null,
+    completionTokens: null,
+    totalTokens: null,
+    ...fields,
+  }
+}
+
+/** A read-back row without its store-assigned id. */
+function withoutId(row: RequestLogRecord): NewRequest {
+  const { id: _id, ...rest } = row
+  return rest
+}
+
+/** Asserts `rows` are newest first, ties broken by the later-recorded (higher id) row. */
+function assertNewestFirst(rows: readonly RequestLogRecord[]): void {
+  for (let i = 1; i < rows.length; i++) {
+    const [a, b] = [rows[i - 1]!, rows[i]!]
+    const ordered = a.at > b.at || (a.at.getTime() === b.at.getTime() && a.id > b.id)
+    assert.ok(
+      ordered,
+      `row ${i - 1} (${a.at.toISOString()}, ${a.id}) before row ${i} (${b.at.toISOString()}, ${b.id})`,
+    )
+  }
+}
+
 /** The suite every adapter passes. */
 function storeContract(name: string, newDatabase: NewDatabase): void {
   describe(`Store contract: ${name}`, () => {
@@ -132,6 +170,38 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
         MIGRATIONS.map((m) => m.version),
       )
       assert.equal(await b.schemaVersion(), LATEST_VERSION)
+    })
+
+    test('schema v2: a v1 database migrates to v2 and keeps its data', async () => {
+      assert.equal(LATEST_VERSION, 2)
+      const store = await blank()
+      assert.deepEqual(await store.migrate(1), [1])
+      assert.equal(await store.schemaVersion(), 1)
+      assert.deepEqual(await store.migrate(1), [])
+      const user = await store.createUser('alice')
+      const key = await store.createKey(keyFor(user.id))
+      await store.claimWorker('w1', user.id)
+      await store.setSetting('k', 'v')
+      // No request_log before v2: the call fails with a typed error, and the store stays usable.
+      await assert.rejects(
+        store.recordRequests([request(key.id, '2030-01-01T00:00:00Z')]),
+        rejectsWith(ErrorCodes.INTERNAL, false),
+      )
+      await assert.rejects(store.listRequests(), rejectsWith(ErrorCodes.INTERNAL, false))
+
+      // Another server (newer code) migrates the live database; the first store carries on.
+      assert.deepEqual(await another().migrate(), [2])
+      assert.equal(await store.schemaVersion(), 2)
+      assert.deepEqual(await store.migrate(), [])
+      assert.deepEqual(await store.getKey(key.id), key)
+      assert.deepEqual(await store.getUser(user.id), user)
+      assert.equal((await store.getWorker('w1'))?.userId, user.id)
+      assert.equal(await store.getSetting('k'), 'v')
+      const row = request(key.id, '2030-01-01T00:00:00Z', { userId: user.id, workerId: 'w1' })
+      await store.recordRequests([row])
+      assert.deepEqual((await store.listRequests()).map(withoutId), [row])
+      assert.deepEqual(await store.migrate(), [])
+      assert.equal(await store.schemaVersion(), 2)
     })
 
     test('users: create, get, list, ensure, unique names', async () => {
@@ -492,6 +562,194 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.deepEqual(await store.listDailyStats('nobody'), [])
     })
 
+    test('request log: a batch of 1200 rows, listed newest first with filters and limits', async () => {
+      const seen: string[] = []
+      const store = await fresh({ onQuery: (sql) => seen.push(sql) })
+      const base = Date.parse('2030-06-01T00:00:00.000Z')
+      const rows = Array.from({ length: 1200 }, (_, i) =>
+        request(`key_${i % 3}`, base + i * 1000, {
+          userId: i % 2 === 0 ? `usr_${i % 3}` : null,
+          model: i % 4 === 0 ? 'qwen2.5:0.5b' : 'llama3:8b',
+          workerId: i % 5 === 0 ? null : `worker-${i % 7}`,
+          path: i % 2 === 0 ? '/v1/chat/completions' : '/v1/embeddings',
+          status: i % 10 === 0 ? 503 : 200,
+          durationMs: i * 1.25 + 0.1,
+          promptTokens: i % 6 === 0 ? null : i,
+          completionTokens: i % 6 === 0 ? null : 2 * i,
+          totalTokens: i % 6 === 0 ? null : 3 * i,
+        }),
+      )
+      seen.length = 0
+      await store.recordRequests(rows)
+      assert.ok(seen.length >= 1 && seen.length <= 12, `a batch of 1200 cost ${seen.length} queries`)
+
+      const all = await store.listRequests({ limit: 10_000 })
+      assert.equal(all.length, 1200)
+      assert.deepEqual(all.map(withoutId), [...rows].reverse(), 'every value round-trips')
+      assertNewestFirst(all)
+      assert.equal(new Set(all.map((r) => r.id)).size, 1200)
+      assert.ok(all.every((r) => Number.isSafeInteger(r.id) && r.at instanceof Date))
+
+      const recent = await store.listRequests()
+      assert.equal(recent.length, 100, 'default limit')
+      assert.deepEqual(recent, all.slice(0, 100))
+      assert.deepEqual(await store.listRequests({ limit: 7 }), all.slice(0, 7))
+      assert.deepEqual(await store.listRequests({ limit: 0 }), [])
+
+      const key1 = await store.listRequests({ keyId: 'key_1', limit: 10_000 })
+      assert.equal(key1.length, 400)
+      assert.deepEqual(
+        key1,
+        all.filter((r) => r.keyId === 'key_1'),
+      )
+      assert.deepEqual(await store.listRequests({ keyId: 'key_1', limit: 3 }), key1.slice(0, 3))
+      assert.deepEqual(await store.listRequests({ keyId: 'key_none' }), [])
+
+      const since = new Date(base + 1000 * 1000)
+      const late = await store.listRequests({ since, limit: 10_000 })
+      assert.equal(late.length, 200, 'since is inclusive')
+      assert.deepEqual(late, all.slice(0, 200))
+      assert.equal(late.at(-1)!.at.getTime(), since.getTime())
+      assert.equal(
+        (await store.listRequests({ since: new Date(since.getTime() + 1), limit: 10_000 })).length,
+        199,
+      )
+      assert.deepEqual(
+        await store.listRequests({ keyId: 'key_1', since, limit: 10_000 }),
+        late.filter((r) => r.keyId === 'key_1'),
+      )
+      assert.deepEqual(await store.listRequests({ since: new Date(base + 1200 * 1000) }), [])
+      assert.equal((await store.listRequests({ since: new Date(0), limit: 10_000 })).length, 1200)
+    })
+
+    test('request log: same-instant rows list last recorded first; limit is capped at 10 000', async () => {
+      const store = await fresh()
+      const at = '2030-01-01T00:00:00.000Z'
+      await store.recordRequests([
+        request('k', at, { path: '/a' }),
+        request('k', at, { path: '/b' }),
+        request('k', at, { path: '/c' }),
+      ])
+      await store.recordRequests([request('k', at, { path: '/d' })])
+      assert.deepEqual(
+        (await store.listRequests()).map((r) => r.path),
+        ['/d', '/c', '/b', '/a'],
+      )
+
+      const base = Date.parse('2031-01-01T00:00:00.000Z')
+      const many = Array.from({ length: 10_050 }, (_, i) => request(`k${i % 2}`, base + i))
+      await store.recordRequests(many)
+      const capped = await store.listRequests({ limit: 50_000 })
+      assert.equal(capped.length, 10_000)
+      assertNewestFirst(capped)
+      assert.equal(capped[0]!.at.getTime(), base + 10_049)
+      assert.equal((await store.listRequests({ limit: Number.POSITIVE_INFINITY })).length, 100)
+      assert.equal((await store.listRequests({ limit: -5 })).length, 0)
+      assert.equal((await store.listRequests({ limit: 2.9 })).length, 2)
+    })
+
+    test('request log: nulls, dates and numbers round-trip; hostile text is stored literally', async () => {
+      const store = await fresh()
+      const rows: NewRequest[] = [
+        request('key_nulls', '2030-02-03T04:05:06.789Z'),
+        request('key_full', '1969-12-31T23:59:59.999Z', {
+          userId: 'usr_1',
+          workerId: 'w-1',
+          model: 'qwen/2.5:0.5b-instruct-q4_K_M',
+          path: '/v1/completions?x=1',
+          status: 499,
+          durationMs: 0.1 + 0.2,
+          promptTokens: 0,
+          completionTokens: 2 ** 31 - 1,
+          totalTokens: 7,
+        }),
+        request('key_whole', '2030-02-03T04:05:06.000Z', { durationMs: 0, status: 0 }),
+      ]
+      for (const text of HOSTILE) {
+        rows.push(
+          request(text, '2030-03-01T00:00:00.000Z', {
+            userId: text,
+            model: text,
+            workerId: text,
+            path: text,
+          }),
+        )
+      }
+      await store.recordRequests(rows)
+      for (const row of rows) {
+        const got = await store.listRequests({ keyId: row.keyId })
+        assert.equal(got.length, 1, `one row for ${row.keyId}`)
+        assert.deepEqual(withoutId(got[0]!), row)
+      }
+      const full = (await store.listRequests({ keyId: 'key_full' }))[0]!
+      assert.equal(full.durationMs, 0.1 + 0.2)
+      assert.equal(full.at.toISOString(), '1969-12-31T23:59:59.999Z')
+      assert.equal(full.completionTokens, 2 ** 31 - 1)
+      const nulls = (await store.listRequests({ keyId: 'key_nulls' }))[0]!
+      for (const field of [
+        'userId',
+        'workerId',
+        'promptTokens',
+        'completionTokens',
+        'totalTokens',
+      ] as const) {
+        assert.equal(nulls[field], null, field)
+      }
+
+      // Fractional token counts are rounded; the rest is stored as given.
+      await store.recordRequests([
+        request('key_round', '2030-04-01T00:00:00Z', {
+          promptTokens: 12.4,
+          completionTokens: 12.6,
+          totalTokens: 25,
+        }),
+      ])
+      const rounded = (await store.listRequests({ keyId: 'key_round' }))[0]!
+      assert.deepEqual([rounded.promptTokens, rounded.completionTokens, rounded.totalTokens], [12, 13, 25])
+
+      // Filters with a tautology match nothing, and every table is intact.
+      assert.deepEqual(await store.listRequests({ keyId: INJECTION }), [])
+      assert.deepEqual(await store.listRequests({ keyId: "key_nulls' OR '1'='1" }), [])
+      assert.equal((await store.listRequests({ limit: 10_000 })).length, rows.length + 1)
+      assert.equal(await store.schemaVersion(), LATEST_VERSION)
+      assert.deepEqual(await store.listUsers(), [])
+    })
+
+    test('request log: an empty batch is a no-op; a bad row fails the whole batch', async () => {
+      const seen: string[] = []
+      const store = await fresh({ onQuery: (sql) => seen.push(sql) })
+      seen.length = 0
+      await store.recordRequests([])
+      assert.deepEqual(seen, [], 'no query for an empty batch')
+      assert.deepEqual(await store.listRequests(), [])
+
+      const base = Date.parse('2030-01-01T00:00:00Z')
+      const good = Array.from({ length: 1100 }, (_, i) => request('k', base + i))
+      const bad: [string, NewRequest][] = [
+        ['invalid date', request('k', Number.NaN)],
+        ['fractional status', request('k', base, { status: 200.5 })],
+        ['non-finite duration', request('k', base, { durationMs: Number.POSITIVE_INFINITY })],
+        ['tokens beyond 32 bits', request('k', base, { totalTokens: 2 ** 31 })],
+        ['NaN tokens', request('k', base, { promptTokens: Number.NaN })],
+        // Rejected by the database itself (a NOT NULL column), after the first 1100 rows were sent.
+        ['null key id', request(null as unknown as string, base)],
+      ]
+      for (const [what, row] of bad) {
+        await assert.rejects(
+          store.recordRequests([...good, row]),
+          rejectsWith(ErrorCodes.BAD_REQUEST, false),
+          what,
+        )
+        assert.deepEqual(await store.listRequests(), [], `nothing written after ${what}`)
+      }
+      await assert.rejects(
+        store.listRequests({ since: new Date(Number.NaN) }),
+        rejectsWith(ErrorCodes.BAD_REQUEST),
+      )
+      await store.recordRequests(good)
+      assert.equal((await store.listRequests({ limit: 10_000 })).length, 1100)
+    })
+
     test('settings: missing, set, overwrite', async () => {
       const store = await fresh()
       assert.equal(await store.getSetting('admin_key_hash'), undefined)
@@ -536,6 +794,18 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
         ]),
       )
       assert.ok(batch >= 1 && batch <= 4, `a batch of 2 costs ${batch} queries`)
+      assert.equal(await count(() => store.recordRequests([])), 0)
+      assert.equal(
+        await count(() =>
+          store.recordRequests([
+            request(key.id, '2030-01-01T00:00:00Z'),
+            request(key.id, '2030-01-01T00:00:01Z'),
+          ]),
+        ),
+        1,
+      )
+      assert.equal(await count(() => store.listRequests()), 1)
+      assert.equal(await count(() => store.listRequests({ keyId: key.id, since: new Date(0), limit: 5 })), 1)
     })
 
     test('a closed store refuses calls with a typed error', async () => {
@@ -543,6 +813,11 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       await store.close()
       await store.close()
       await assert.rejects(store.getSetting('k'), rejectsWith(ErrorCodes.STORE_UNAVAILABLE, false))
+      await assert.rejects(
+        store.recordRequests([request('k', '2030-01-01T00:00:00Z')]),
+        rejectsWith(ErrorCodes.STORE_UNAVAILABLE, false),
+      )
+      await assert.rejects(store.listRequests(), rejectsWith(ErrorCodes.STORE_UNAVAILABLE, false))
     })
   })
 }
@@ -658,7 +933,11 @@ describe('createStore', () => {
     })
     try {
       assert.equal(store.kind, 'sqlite')
-      assert.deepEqual(await store.migrate(), [LATEST_VERSION])
+      assert.deepEqual(
+        await store.migrate(),
+        MIGRATIONS.map((m) => m.version),
+      )
+      assert.equal(await store.schemaVersion(), LATEST_VERSION)
     } finally {
       await store.close()
     }

@@ -164,6 +164,64 @@ describe('keys on the embedded store (SQLite, in-process cache)', () => {
     await a.stop()
   })
 
+  test('requests of shared keys are logged for tracking, with their tokens; dedicated keys are not', async () => {
+    const worker = new WorkerAgent({
+      serverHost: '127.0.0.1',
+      controlPort: server.ports.control,
+      proxyPort: server.ports.proxy,
+      clientId: 'tracker-box',
+      token: SHARED_WORKER_TOKEN,
+      trust: { ca: server.certPem },
+      engine: createEchoEngine({ models: ['echo-tracked'] }),
+    })
+    worker.start()
+    await worker.ready(AbortSignal.timeout(5_000))
+    try {
+      const shared = await admin(server, 'POST', '/api/v1/keys', { name: 'tracked' })
+      const dedicated = await admin(server, 'POST', '/api/v1/keys', {
+        accessLevel: 'dedicated',
+        workerIds: ['tracker-box'],
+      })
+      for (const key of [shared.body['key'], dedicated.body['key']] as string[]) {
+        for (const stream of [false, true]) {
+          const res = await fetch(`${server.baseUrl}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({
+              model: 'echo-tracked',
+              messages: [{ role: 'user', content: 'count me' }],
+              stream,
+            }),
+          })
+          assert.equal(res.status, 200)
+          await res.arrayBuffer()
+        }
+      }
+      const deadline = Date.now() + 5_000
+      let rows: Record<string, unknown>[] = []
+      while (rows.length < 2 && Date.now() < deadline) {
+        const listed = await admin(server, 'GET', `/api/v1/requests?keyId=${shared.body['id']}`)
+        rows = listed.body['requests'] as Record<string, unknown>[]
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      assert.equal(rows.length, 2)
+      for (const row of rows) {
+        assert.equal(row['model'], 'echo-tracked')
+        assert.equal(row['workerId'], 'tracker-box')
+        assert.equal(row['status'], 200)
+        assert.ok((row['totalTokens'] as number) > 0 || row['totalTokens'] === null)
+      }
+      assert.ok(
+        rows.some((r) => (r['totalTokens'] as number) > 0),
+        'the non-streamed answer reports usage',
+      )
+      const none = await admin(server, 'GET', `/api/v1/requests?keyId=${dedicated.body['id']}`)
+      assert.deepEqual(none.body['requests'], [])
+    } finally {
+      await worker.stop()
+    }
+  })
+
   test('keys never reach the logs', async () => {
     const created = await admin(server, 'POST', '/api/v1/keys', { name: 'secret-check' })
     const key = created.body['key'] as string

@@ -150,6 +150,23 @@ export class ApiServer {
           replaced: rotated.revoked.id,
         })
       }
+      case 'GET requests': {
+        const query = new URL(req.url ?? '/', 'http://x').searchParams
+        const limit = query.has('limit') ? Number(query.get('limit')) : undefined
+        if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) {
+          throw new FabricError(ErrorCodes.BAD_REQUEST, "'limit' must be a positive integer")
+        }
+        const since = query.has('since') ? new Date(String(query.get('since'))) : undefined
+        if (since !== undefined && Number.isNaN(since.getTime())) {
+          throw new FabricError(ErrorCodes.BAD_REQUEST, "'since' is not a date")
+        }
+        const requests = await this.#storeOrFail().listRequests({
+          ...(query.has('keyId') ? { keyId: String(query.get('keyId')) } : {}),
+          ...(since === undefined ? {} : { since }),
+          ...(limit === undefined ? {} : { limit }),
+        })
+        return json(res, 200, { requests })
+      }
       case 'GET users': {
         const store = this.#storeOrFail()
         return json(res, 200, { users: await store.listUsers() })

@@ -7,7 +7,7 @@ import {
 import { createSecureServer, constants as h2, type IncomingHttpHeaders } from 'node:http2'
 import type { KeyAuthenticator } from '../../auth/authenticator.js'
 import type { Principal } from '../../auth/principal.js'
-import { RateLimiter, tokensFromTail } from '../../auth/rate-limit.js'
+import { countTokens, RateLimiter, type TokenCount } from '../../auth/rate-limit.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
@@ -15,6 +15,7 @@ import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
 import { closeServer, listen } from '../listen.js'
+import type { RequestTracker } from '../request-log.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
 
@@ -40,6 +41,8 @@ export interface GatewayOptions {
   readonly keys: KeyAuthenticator
   /** Per-key request and token limits; none when absent. */
   readonly rateLimiter?: RateLimiter | undefined
+  /** Logs requests of shared keys; none when absent. */
+  readonly tracker?: RequestTracker | undefined
   readonly logger: Logger
   readonly version: string
   /** Serve HTTPS (TLS 1.3, HTTP/2 and HTTP/1.1) with this certificate. */
@@ -270,7 +273,7 @@ export class Gateway {
       return
     }
     let limitHeaders: Record<string, string> | undefined
-    let meter: TokenMeter | undefined
+    let meter: AnswerMeter | undefined
     if (rateLimiter !== undefined && RateLimiter.applies(principal)) {
       const admission = await rateLimiter.admit(principal).catch(() => undefined)
       if (admission !== undefined) {
@@ -287,8 +290,29 @@ export class Gateway {
         }
         limitHeaders = admission.headers
       }
-      if (principal.tpmLimit !== null)
-        meter = new TokenMeter((tokens) => void rateLimiter.recordTokens(principal, tokens))
+    }
+    const tracker = this.#options.tracker
+    const tracked =
+      tracker !== undefined && principal.accessLevel === 'shared' && principal.keyId !== 'static'
+    if (tracked || (rateLimiter !== undefined && principal.tpmLimit !== null)) {
+      const started = Date.now()
+      meter = new AnswerMeter((answer) => {
+        if (principal.tpmLimit !== null) void rateLimiter?.recordTokens(principal, answer.tokens.total)
+        if (!tracked) return
+        tracker.track({
+          at: new Date(started),
+          keyId: principal.keyId,
+          userId: principal.userId,
+          model,
+          workerId: answer.workerId,
+          path: url,
+          status: answer.status,
+          durationMs: Date.now() - started,
+          promptTokens: answer.tokens.prompt,
+          completionTokens: answer.tokens.completion,
+          totalTokens: answer.tokens.reported ? answer.tokens.total : null,
+        })
+      })
     }
     if (!registry.hasModel(model, principal.workers ?? undefined)) {
       if (registry.size === 0) sendError(res, api, ErrorCodes.NO_WORKER, 'no worker is connected')
@@ -332,7 +356,7 @@ export class Gateway {
     headers: Record<string, string | number>,
     body: Buffer,
     extraHeaders: Record<string, string> | undefined,
-    meter: TokenMeter | undefined,
+    meter: AnswerMeter | undefined,
   ): Promise<Outcome> {
     return new Promise((resolve) => {
       let stream: ReturnType<WorkerSession['request']>
@@ -363,6 +387,10 @@ export class Gateway {
         responded = true
         if (this.#idleMs !== this.#firstByteMs) s.setTimeout(this.#idleMs, () => s.close(h2.NGHTTP2_CANCEL))
         const status = Number(responseHeaders[h2.HTTP2_HEADER_STATUS] ?? 502)
+        if (meter !== undefined) {
+          meter.status = status
+          meter.workerId = worker.clientId
+        }
         const out: string[] = []
         for (const name in responseHeaders) {
           if (name.charCodeAt(0) === 58 /* ':' */) continue
@@ -405,26 +433,44 @@ export class Gateway {
   }
 }
 
-/** Keeps the tail of an answer to count the tokens it used (only for keys with a token limit). */
-class TokenMeter {
-  #tail = ''
+/** What an answer cost, once it is over. */
+interface AnswerFacts {
+  status: number
+  workerId: string | null
+  tokens: TokenCount
+}
+
+/**
+ * Watches an answer for the keys that need it (token limits, request tracking): keeps its last
+ * few chunks (as received, decoded only at the end) to read the token usage from.
+ */
+class AnswerMeter {
+  status = 0
+  workerId: string | null = null
+  #tail: Buffer[] = []
+  #tailBytes = 0
   #bytes = 0
   #done = false
-  readonly #report: (tokens: number) => void
+  readonly #report: (facts: AnswerFacts) => void
 
-  constructor(report: (tokens: number) => void) {
+  constructor(report: (facts: AnswerFacts) => void) {
     this.#report = report
   }
 
   observe(chunk: Buffer): void {
     this.#bytes += chunk.length
-    this.#tail = (this.#tail + chunk.toString('utf8')).slice(-4096)
+    this.#tail.push(chunk)
+    this.#tailBytes += chunk.length
+    while (this.#tail.length > 1 && this.#tailBytes - this.#tail[0]!.length >= 4096) {
+      this.#tailBytes -= this.#tail.shift()!.length
+    }
   }
 
   finish(): void {
     if (this.#done) return
     this.#done = true
-    this.#report(tokensFromTail(this.#tail, this.#bytes))
+    const tail = Buffer.concat(this.#tail).toString('utf8').slice(-4096)
+    this.#report({ status: this.status, workerId: this.workerId, tokens: countTokens(tail, this.#bytes) })
   }
 }
 
