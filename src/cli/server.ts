@@ -60,7 +60,7 @@ export async function startServerFromFlags(
 
   let apiKeys = o['apiKey'] as string[] | undefined
   if (apiKeys === undefined || apiKeys.length === 0) {
-    const secret = await loadOrCreateSecret(dataDir, 'api-key', 'gpuf_')
+    const secret = await loadOrCreateSecret(dataDir, 'api-key', 'gpuf_static_')
     apiKeys = [secret.value]
     lines.push(
       secret.created ? `created API key (shown once): ${secret.value}` : `API key: stored in ${secret.path}`,
@@ -68,7 +68,7 @@ export async function startServerFromFlags(
   }
   let workerToken = o['workerToken'] as string | undefined
   if (workerToken === undefined) {
-    const secret = await loadOrCreateSecret(dataDir, 'worker-token', 'gpufw_')
+    const secret = await loadOrCreateSecret(dataDir, 'worker-token', 'gpufw_shared_')
     workerToken = secret.value
     lines.push(
       secret.created
