@@ -83,7 +83,7 @@ export async function startServerFromFlags(
       ? undefined
       : { cert: await readFile(publicCert, 'utf8'), key: await readFile(publicKey ?? '', 'utf8') }
 
-  const infra = await openInfrastructure(o, dataDir, logger, workerToken)
+  const infra = await openInfrastructure(o, dataDir, logger)
   if (infra.adminKeyCreated !== undefined)
     lines.push(`created admin key (shown once): ${infra.adminKeyCreated}`)
   else
@@ -165,7 +165,6 @@ async function openInfrastructure(
   o: Record<string, unknown>,
   dataDir: string,
   logger: Logger,
-  _workerToken: string,
 ): Promise<Infrastructure> {
   const store = await createStore({
     databaseUrl: o['databaseUrl'] as string | undefined,
