@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander'
+import { TIMEOUTS } from '../config/defaults.js'
 import type { OptionSpec } from '../config/index.js'
 import { defaultDataDir, envNames } from '../config/index.js'
 import { FabricError } from '../errors/index.js'
@@ -41,7 +42,7 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<void>) {
 
 async function runServer(flags: Record<string, unknown>): Promise<void> {
   const started = await startServerFromFlags(flags)
-  stopOnSignals(() => started.server.stop())
+  stopOnSignals(() => started.server.stop({ drainMs: TIMEOUTS.drainMs }))
 }
 
 async function runWorker(flags: Record<string, unknown>): Promise<void> {

@@ -1,4 +1,5 @@
 import { request } from 'undici'
+import { TIMEOUTS } from '../config/defaults.js'
 import { createLogger } from '../observability/logger.js'
 import { WorkerAgent } from '../worker/agent.js'
 import { createEngine, type EngineOptions } from '../worker/engines/index.js'
@@ -100,8 +101,9 @@ export async function runUp(flags: Record<string, unknown>): Promise<void> {
     ].join('\n'),
   )
   stopOnSignals(async () => {
+    // The server drains first: answers in flight still need the local worker.
+    await started.server.stop({ drainMs: TIMEOUTS.drainMs })
     await agent?.stop()
     await engine?.close()
-    await started.server.stop()
   })
 }

@@ -168,9 +168,13 @@ export class FabricServer {
     this.#onStopped.push(fn)
   }
 
-  /** Closes every port and every worker connection. */
-  async stop(): Promise<void> {
-    await Promise.allSettled([this.#gateway.stop(), this.#api.stop()])
+  /**
+   * Stops the server: the public port stops accepting and its requests in flight get up to
+   * `drainMs` (default: none) to finish over the still-open worker links; then every port and
+   * worker connection closes.
+   */
+  async stop(options: { drainMs?: number } = {}): Promise<void> {
+    await Promise.allSettled([this.#gateway.stop(options.drainMs ?? 0), this.#api.stop()])
     await Promise.allSettled([this.#control.stop(), this.#dataplane.stop()])
     this.#keys.stop()
     await this.#tracker?.stop()

@@ -68,6 +68,12 @@ export class Gateway {
   readonly #maxAttempts: number
   readonly #firstByteMs: number
   readonly #idleMs: number
+  /** Requests being answered (for a graceful stop). */
+  #active = 0
+  #drained: (() => void) | undefined
+  readonly #onResponseClosed = () => {
+    if (--this.#active === 0) this.#drained?.()
+  }
 
   constructor(options: GatewayOptions) {
     this.#options = options
@@ -89,11 +95,30 @@ export class Gateway {
     return listen(this.#server, this.#options.port, this.#options.host)
   }
 
-  async stop(): Promise<void> {
-    await closeServer(this.#server, () => (this.#server as Partial<Server>).closeAllConnections?.())
+  /**
+   * Stops accepting, lets requests in flight finish (up to `drainMs`), then closes every
+   * connection. Idle keep-alive connections are closed at once.
+   */
+  async stop(drainMs = 0): Promise<void> {
+    const server = this.#server as Partial<Server> & Server
+    const closed = closeServer(server, () => server.closeIdleConnections?.())
+    if (this.#active > 0 && drainMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs)
+        timer.unref()
+        this.#drained = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    server.closeAllConnections?.()
+    await closed
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
+    this.#active++
+    res.once('close', this.#onResponseClosed)
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
