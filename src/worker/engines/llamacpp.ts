@@ -407,18 +407,10 @@ class LlamaCppEngine implements Engine {
       return {
         promptTokens,
         room,
-        run: async (onText, signal) => {
-          let completionTokens = 0
-          const result = await chat.generateResponse(history, {
-            ...samplingOptions(body, room),
-            signal,
-            onTextChunk: onText,
-            onToken: (tokens) => {
-              completionTokens += tokens.length
-            },
-          })
-          return { finishReason: finishReason(result.metadata.stopReason), completionTokens }
-        },
+        run: (onText, signal) =>
+          countingRun(onText, signal, (options) =>
+            chat.generateResponse(history, { ...samplingOptions(body, room), ...options }),
+          ),
         dispose: () => chat.dispose({ disposeSequence: false }),
       }
     }
@@ -433,18 +425,10 @@ class LlamaCppEngine implements Engine {
       return {
         promptTokens,
         room,
-        run: async (onText, signal) => {
-          let completionTokens = 0
-          const result = await completion.generateCompletionWithMeta(prompt, {
-            ...samplingOptions(body, room),
-            signal,
-            onTextChunk: onText,
-            onToken: (tokens) => {
-              completionTokens += tokens.length
-            },
-          })
-          return { finishReason: finishReason(result.metadata.stopReason), completionTokens }
-        },
+        run: (onText, signal) =>
+          countingRun(onText, signal, (options) =>
+            completion.generateCompletionWithMeta(prompt, { ...samplingOptions(body, room), ...options }),
+          ),
         dispose: () => completion.dispose({ disposeSequence: false }),
       }
     }
@@ -615,6 +599,27 @@ function samplingOptions(s: Sampling, room: number) {
     ...(stop.length > 0 ? { customStopTriggers: stop } : {}),
     repeatPenalty,
   }
+}
+
+/** Runs a generation, streaming its text to `onText` and counting the tokens it produced. */
+async function countingRun(
+  onText: (text: string) => void,
+  signal: AbortSignal,
+  generate: (options: {
+    signal: AbortSignal
+    onTextChunk: (text: string) => void
+    onToken: (tokens: readonly unknown[]) => void
+  }) => Promise<{ metadata: { stopReason: string } }>,
+): Promise<{ finishReason: FinishReason; completionTokens: number }> {
+  let completionTokens = 0
+  const result = await generate({
+    signal,
+    onTextChunk: onText,
+    onToken: (tokens) => {
+      completionTokens += tokens.length
+    },
+  })
+  return { finishReason: finishReason(result.metadata.stopReason), completionTokens }
 }
 
 function finishReason(stopReason: string): FinishReason {
