@@ -136,7 +136,10 @@ test('a stopping server lets a stream in flight finish, and refuses new connecti
   const other = await startFabric()
   const slow = await startFakeEngine({ models: ['draining'], name: 'drain', chunks: 6, chunkIntervalMs: 50 })
   try {
-    await other.addWorker(createHttpEngine({ type: 'openai', baseUrl: `http://127.0.0.1:${slow.port}` }), 'drain-w')
+    await other.addWorker(
+      createHttpEngine({ type: 'openai', baseUrl: `http://127.0.0.1:${slow.port}` }),
+      'drain-w',
+    )
     const res = await fetch(`${other.baseUrl}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
@@ -145,7 +148,9 @@ test('a stopping server lets a stream in flight finish, and refuses new connecti
     const reading = res.text()
     const stopping = other.server.stop({ drainMs: 5_000 })
     await new Promise((r) => setTimeout(r, 20))
-    await assert.rejects(fetch(`${other.baseUrl}/v1/models`, { headers: { authorization: `Bearer ${API_KEY}` } }))
+    await assert.rejects(
+      fetch(`${other.baseUrl}/v1/models`, { headers: { authorization: `Bearer ${API_KEY}` } }),
+    )
     const text = await reading
     assert.equal((text.match(/from drain/g) ?? []).length, 6, 'every chunk arrived')
     assert.match(text, /\[DONE\]/)
