@@ -157,6 +157,12 @@ export class KeyAuthenticator {
     this.#byPrefix.set(prefix, key)
   }
 
+  /** Remembers a prefix as unknown; bounded, since anyone can make up prefixes. */
+  #rememberUnknown(prefix: string): void {
+    if (this.#negative.size >= this.#maxLocal) this.#negative.clear()
+    this.#negative.set(prefix, Date.now() + this.#negativeTtl)
+  }
+
   #forget(prefix: string): void {
     const key = this.#byPrefix.get(prefix)
     if (key !== undefined) this.#local.delete(key)
@@ -181,7 +187,7 @@ export class KeyAuthenticator {
       try {
         const hit = await cache.get(cacheKey(prefix))
         if (hit === NONE) {
-          this.#negative.set(prefix, Date.now() + this.#negativeTtl)
+          this.#rememberUnknown(prefix)
           return undefined
         }
         if (hit !== undefined) return reviveKey(hit)
@@ -196,7 +202,7 @@ export class KeyAuthenticator {
       if (isFabricError(err)) logger.warn({ code: err.code }, 'database unavailable for key lookup')
       return 'unavailable'
     }
-    if (record === undefined) this.#negative.set(prefix, Date.now() + this.#negativeTtl)
+    if (record === undefined) this.#rememberUnknown(prefix)
     if (useShared) {
       const value = record === undefined ? NONE : JSON.stringify(record)
       const ttl = record === undefined ? this.#negativeTtl : this.#sharedTtl

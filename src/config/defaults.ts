@@ -27,6 +27,8 @@ export const LIMITS = {
   h2MaxFrameBytes: 64 * 1024,
   /** Data connections a worker keeps open to the proxy port. */
   dataConnectionsPerWorker: 1,
+  /** Connections on the control or proxy port that have not logged in / bound yet; more are refused. */
+  maxPendingConnections: 1024,
   /** Workers attempted for one request before giving up (retries happen only before the first response byte). */
   maxAttemptsPerRequest: 3,
 } as const

@@ -67,6 +67,11 @@ export class ControlServer {
 
   #onConnection(socket: TLSSocket): void {
     const { logger, registry } = this.#options
+    if (this.#pending.size >= LIMITS.maxPendingConnections) {
+      // A flood of connections that never log in must not hold unbounded sockets.
+      socket.destroy()
+      return
+    }
     socket.setNoDelay(true)
     const channel = new ControlChannel(socket, {
       maxFrameBytes: this.#options.maxFrameBytes ?? LIMITS.maxControlFrameBytes,

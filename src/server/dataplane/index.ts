@@ -40,6 +40,7 @@ export class DataPlaneServer {
   readonly #options: DataPlaneServerOptions
   readonly #server: TlsServer
   readonly #links = new Set<ClientHttp2Session>()
+  #unbound = 0
 
   constructor(options: DataPlaneServerOptions) {
     this.#options = options
@@ -69,6 +70,17 @@ export class DataPlaneServer {
       socket.destroy()
       return
     }
+    if (this.#unbound >= LIMITS.maxPendingConnections) {
+      socket.destroy()
+      return
+    }
+    this.#unbound++
+    let bound = false
+    const settle = () => {
+      if (bound) return
+      bound = true
+      this.#unbound--
+    }
     socket.setNoDelay(true)
     const link = h2connect('https://worker', {
       createConnection: () => socket,
@@ -78,7 +90,10 @@ export class DataPlaneServer {
     this.#links.add(link)
     // Garbage from the peer is a protocol error on this session only.
     link.on('error', (err) => logger.debug({ err: err.message }, 'data link error'))
-    link.on('close', () => this.#links.delete(link))
+    link.on('close', () => {
+      settle()
+      this.#links.delete(link)
+    })
     link.on('connect', () => link.setLocalWindowSize(LIMITS.h2ConnectionWindowBytes))
 
     const timer = setTimeout(() => link.destroy(), this.#options.bindTimeoutMs ?? TIMEOUTS.bindMs)
@@ -90,6 +105,7 @@ export class DataPlaneServer {
     bind.on('error', () => link.destroy())
     bind.on('response', (headers) => {
       clearTimeout(timer)
+      settle()
       bind.resume()
       const token = headers[DATA_TOKEN_HEADER]
       const session = typeof token === 'string' ? registry.byDataToken(token) : undefined
