@@ -193,8 +193,10 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       for (let i = 0; i < login.dataConnections; i++) await this.#openLink(links, channel, signal)
       timers.push(
         setInterval(() => {
+          // The model list rides along, so a server that missed an update catches up.
           channel.send(MessageType.Heartbeat, {
             inflight: this.#ctx.inflight,
+            models: this.#models,
             metrics: this.#metrics.sample(),
           })
         }, login.heartbeatIntervalMs),

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { after, before, test } from 'node:test'
 import { createHttpEngine } from '../../src/worker/engines/http.js'
 import type { Engine, EngineCall } from '../../src/worker/engines/types.js'
@@ -158,5 +160,75 @@ test('a stopping server lets a stream in flight finish, and refuses new connecti
   } finally {
     await other.close()
     await slow.close()
+  }
+})
+
+test('backpressure holds end to end: a client that does not read stops the engine', async () => {
+  const other = await startFabric()
+  let written = 0
+  let waitingForDrain = false
+  const chunk = Buffer.alloc(64 * 1024, 'x')
+  const engine = createServer((req, res) => {
+    req.resume()
+    if (req.url === '/v1/models') {
+      res.end(JSON.stringify({ data: [{ id: 'firehose' }] }))
+      return
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    const pump = () => {
+      while (written < 256 * 1024 * 1024) {
+        written += chunk.length
+        if (!res.write(chunk)) {
+          waitingForDrain = true
+          res.once('drain', () => {
+            waitingForDrain = false
+            pump()
+          })
+          return
+        }
+      }
+      res.end()
+    }
+    pump()
+  })
+  engine.listen(0, '127.0.0.1')
+  await once(engine, 'listening')
+  try {
+    const port = (engine.address() as AddressInfo).port
+    await other.addWorker(
+      createHttpEngine({ type: 'openai', baseUrl: `http://127.0.0.1:${port}` }),
+      'firehose-w',
+    )
+    const controller = new AbortController()
+    const res = await fetch(`${other.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'firehose', messages: [], stream: true }),
+      signal: controller.signal,
+    })
+    assert.equal(res.status, 200)
+    // Do not read: the engine must soon be held back by full windows and buffers.
+    await new Promise((r) => setTimeout(r, 1_500))
+    const heldAt = written
+    console.log(`# held at ${(heldAt / 1048576).toFixed(1)} MiB for a client that reads nothing`)
+    assert.ok(waitingForDrain, 'the engine is waiting for drain')
+    assert.ok(heldAt < 96 * 1024 * 1024, `the engine wrote ${heldAt} bytes to a client that read nothing`)
+    await new Promise((r) => setTimeout(r, 500))
+    assert.ok(written - heldAt <= chunk.length, 'nothing more was written while the client did not read')
+    // Reading resumes the flow.
+    const reader = res.body!.getReader()
+    let read = 0
+    // What is buffered along the way (windows, socket buffers) drains first, then the engine resumes.
+    while (written <= heldAt && read < 200 * 1024 * 1024) read += (await reader.read()).value?.length ?? 0
+    assert.ok(
+      written > heldAt,
+      `the engine writes again once the client reads (read ${read}, held at ${heldAt})`,
+    )
+    assert.ok(read <= heldAt, 'the client read only what the engine had written')
+    controller.abort()
+  } finally {
+    engine.closeAllConnections()
+    engine.close()
+    await other.close()
   }
 })
