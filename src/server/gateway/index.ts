@@ -7,7 +7,7 @@ import {
 import { createSecureServer, constants as h2, type IncomingHttpHeaders } from 'node:http2'
 import type { KeyAuthenticator } from '../../auth/authenticator.js'
 import type { Principal } from '../../auth/principal.js'
-import { countTokens, RateLimiter, type TokenCount } from '../../auth/rate-limit.js'
+import { RateLimiter } from '../../auth/rate-limit.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
@@ -16,8 +16,10 @@ import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
 import { closeServer, listen } from '../listen.js'
 import type { RequestTracker } from '../request-log.js'
-import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
+import { type ApiFamily, sendError } from './errors.js'
+import { AnswerMeter } from './meter.js'
 import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
+import { relayToWorker } from './relay.js'
 
 /** Inference routes forwarded to a worker, with their API family. */
 const FORWARDED: ReadonlyMap<string, ApiFamily> = new Map([
@@ -52,8 +54,6 @@ export interface GatewayOptions {
   readonly firstByteTimeoutMs?: number
   readonly idleTimeoutMs?: number
 }
-
-type Outcome = 'done' | 'retry'
 
 /**
  * The public port: API-key authentication, OpenAI- and Ollama-compatible routes, and the
@@ -362,140 +362,21 @@ export class Gateway {
       if (res.destroyed) return
       const worker = registry.pick(model, tried, principal.workers ?? undefined)
       if (worker === undefined) break
-      if ((await this.#attempt(worker, res, headers, body, limitHeaders, meter)) === 'done') return
+      const outcome = await relayToWorker(worker, res, {
+        headers,
+        body,
+        extraHeaders: limitHeaders,
+        meter,
+        firstByteMs: this.#firstByteMs,
+        idleMs: this.#idleMs,
+      })
+      if (outcome === 'done') return
       tried ??= new Set()
       tried.add(worker)
     }
     sendError(res, api, ErrorCodes.NO_WORKER, `no worker serving '${model}' could take the request`, {
       'retry-after': '1',
     })
-  }
-
-  /**
-   * One try on one worker. Resolves 'retry' when the stream failed before any response
-   * byte (safe to send elsewhere), 'done' once the response has started.
-   */
-  #attempt(
-    worker: WorkerSession,
-    res: ServerResponse,
-    headers: Record<string, string | number>,
-    body: Buffer,
-    extraHeaders: Record<string, string> | undefined,
-    meter: AnswerMeter | undefined,
-  ): Promise<Outcome> {
-    return new Promise((resolve) => {
-      let stream: ReturnType<WorkerSession['request']>
-      try {
-        stream = worker.request(headers)
-      } catch {
-        stream = undefined
-      }
-      if (stream === undefined) {
-        resolve('retry')
-        return
-      }
-      const s = stream
-      worker.inflight++
-      let responded = false
-      let ended = false
-      let contentType = ''
-      const onClientGone = () => {
-        if (!ended) s.close(h2.NGHTTP2_CANCEL)
-      }
-      const onDrain = () => s.resume()
-      res.once('close', onClientGone)
-      // One inactivity timer per stream (refreshed by every frame): the first-byte limit until
-      // the answer starts, then the idle limit, re-armed only when the two differ.
-      s.setTimeout(this.#firstByteMs, () => s.close(h2.NGHTTP2_CANCEL))
-      s.on('error', noop)
-      s.once('response', (responseHeaders) => {
-        responded = true
-        if (this.#idleMs !== this.#firstByteMs) s.setTimeout(this.#idleMs, () => s.close(h2.NGHTTP2_CANCEL))
-        const status = Number(responseHeaders[h2.HTTP2_HEADER_STATUS] ?? 502)
-        if (meter !== undefined) {
-          meter.status = status
-          meter.workerId = worker.clientId
-        }
-        const out: string[] = []
-        for (const name in responseHeaders) {
-          if (name.charCodeAt(0) === 58 /* ':' */) continue
-          const value = responseHeaders[name]
-          if (typeof value === 'string') out.push(name, value)
-        }
-        if (extraHeaders !== undefined) for (const name in extraHeaders) out.push(name, extraHeaders[name]!)
-        contentType = String(responseHeaders['content-type'] ?? '')
-        res.writeHead(status, out)
-        // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
-        if (responseHeaders['content-length'] === undefined) res.flushHeaders()
-        resolve('done')
-      })
-      s.on('data', (chunk: Buffer) => {
-        meter?.observe(chunk)
-        if (!res.write(chunk)) s.pause()
-      })
-      res.on('drain', onDrain)
-      s.once('end', () => {
-        ended = true
-        res.end()
-      })
-      s.once('close', () => {
-        worker.inflight--
-        if (responded) meter?.finish()
-        res.off('close', onClientGone)
-        res.off('drain', onDrain)
-        if (!responded) {
-          resolve('retry')
-          return
-        }
-        if (ended || res.destroyed || res.writableEnded) return
-        // The worker went away mid-response: end with an explicit error, never a silent success.
-        const event = streamErrorEvent(contentType, 'the worker serving this request failed mid-response')
-        if (event === undefined) res.destroy()
-        else res.end(event)
-      })
-      s.end(body)
-    })
-  }
-}
-
-/** What an answer cost, once it is over. */
-interface AnswerFacts {
-  status: number
-  workerId: string | null
-  tokens: TokenCount
-}
-
-/**
- * Watches an answer for the keys that need it (token limits, request tracking): keeps its last
- * few chunks (as received, decoded only at the end) to read the token usage from.
- */
-class AnswerMeter {
-  status = 0
-  workerId: string | null = null
-  #tail: Buffer[] = []
-  #tailBytes = 0
-  #bytes = 0
-  #done = false
-  readonly #report: (facts: AnswerFacts) => void
-
-  constructor(report: (facts: AnswerFacts) => void) {
-    this.#report = report
-  }
-
-  observe(chunk: Buffer): void {
-    this.#bytes += chunk.length
-    this.#tail.push(chunk)
-    this.#tailBytes += chunk.length
-    while (this.#tail.length > 1 && this.#tailBytes - this.#tail[0]!.length >= 4096) {
-      this.#tailBytes -= this.#tail.shift()!.length
-    }
-  }
-
-  finish(): void {
-    if (this.#done) return
-    this.#done = true
-    const tail = Buffer.concat(this.#tail).toString('utf8').slice(-4096)
-    this.#report({ status: this.status, workerId: this.workerId, tokens: countTokens(tail, this.#bytes) })
   }
 }
 
@@ -523,8 +404,6 @@ function modelOf(body: Buffer): string | undefined | null {
   const model = (parsed as { model?: unknown }).model
   return typeof model === 'string' && model.length > 0 ? model : undefined
 }
-
-function noop(): void {}
 
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const body = JSON.stringify(value)
