@@ -88,6 +88,11 @@ describe('keys on the embedded store (SQLite, in-process cache)', () => {
     })
     assert.equal(chat.status, 403)
     assert.equal((await admin(server, 'POST', '/api/v1/keys', { rpmLimit: -1 })).status, 400)
+    const snake = await admin(server, 'POST', '/api/v1/keys', { rpm_limit: 7, tpm: 900, expires_in_days: 3 })
+    assert.equal(snake.status, 201)
+    assert.equal(snake.body['rpmLimit'], 7)
+    assert.equal(snake.body['tpmLimit'], 900)
+    assert.ok(snake.body['expiresAt'])
     assert.equal((await admin(server, 'POST', '/api/v1/keys', { nmae: 'typo' })).status, 400)
   })
 

@@ -198,12 +198,25 @@ export class ApiServer {
   }
 }
 
+const FIELD_ALIASES: Record<string, string> = {
+  rpm: 'rpmLimit',
+  tpm: 'tpmLimit',
+  workers: 'workerIds',
+  dedicated: 'workerIds',
+  access: 'accessLevel',
+}
+
 /** Validates a key-creation body; unknown fields are refused so typos do not pass silently. */
 function keyInput(body: unknown): CreateKeyInput {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new FabricError(ErrorCodes.BAD_REQUEST, 'body must be a JSON object')
   }
-  const b = body as Record<string, unknown>
+  const b: Record<string, unknown> = {}
+  for (const [raw, value] of Object.entries(body as Record<string, unknown>)) {
+    // Accept snake_case and the CLI's short names as well (rpm, tpm, workers).
+    const camel = raw.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+    b[FIELD_ALIASES[camel] ?? camel] = value
+  }
   const known = new Set([
     'name',
     'user',
