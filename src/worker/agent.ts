@@ -318,8 +318,14 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     let models: string[]
     try {
       models = await this.#options.engine.listModels(signal)
-    } catch {
-      return
+    } catch (err) {
+      if (signal.aborted) return
+      // An engine that cannot be reached serves nothing: withdraw its models so the server
+      // stops routing here (instead of retrying elsewhere on every request) until it is back.
+      if (this.#models.length > 0) {
+        this.#logger.warn({ err: String(err) }, 'engine unreachable; withdrawing its models')
+      }
+      models = []
     }
     if (models.length === this.#models.length && models.every((m, i) => m === this.#models[i])) return
     this.#models = models

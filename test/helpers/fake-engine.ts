@@ -14,6 +14,8 @@ export interface FakeEngineOptions {
   chunkIntervalMs?: number
   /** Also serve Ollama's native `/api/*` routes (as Ollama does). */
   ollama?: boolean
+  /** Listen on this port (default: a free one). */
+  port?: number
 }
 
 /** A running fake engine. */
@@ -150,7 +152,7 @@ export async function startFakeEngine(options: FakeEngineOptions): Promise<FakeE
     res.writeHead(404, { 'content-type': 'application/json' })
     res.end(JSON.stringify({ error: { message: `no route ${path}` } }))
   })
-  server.listen(0, '127.0.0.1')
+  server.listen(options.port ?? 0, '127.0.0.1')
   await once(server, 'listening')
   return {
     port: (server.address() as AddressInfo).port,

@@ -52,3 +52,31 @@ test('a worker reports its engine gaining and losing models', async () => {
     await engine.close()
   }
 })
+
+test('a worker whose engine goes down withdraws its models, and announces them again when it is back', async () => {
+  const engine = await startFakeEngine({ models: ['flaky-model'], name: 'flaky' })
+  const port = engine.port
+  await fabric.addWorker(
+    createHttpEngine({ type: 'openai', baseUrl: `http://127.0.0.1:${port}` }),
+    'flaky-worker',
+    {
+      modelRefreshMs: 100,
+    },
+  )
+  assert.ok(fabric.server.registry.hasModel('flaky-model'))
+  await engine.close()
+  await waitFor(() => !fabric.server.registry.hasModel('flaky-model'), 3_000, 'models withdrawn')
+  const res = await fetch(`${fabric.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'flaky-model', messages: [] }),
+  })
+  assert.equal(res.status, 404, 'answered at once, not after retries on a dead engine')
+  await res.arrayBuffer()
+  const back = await startFakeEngine({ models: ['flaky-model'], name: 'flaky', port })
+  try {
+    await waitFor(() => fabric.server.registry.hasModel('flaky-model'), 3_000, 'models announced again')
+  } finally {
+    await back.close()
+  }
+})
