@@ -119,6 +119,8 @@ export class FabricServer {
       key: options.key,
       registry,
       logger: logger.child({ component: 'dataplane' }),
+      pingIntervalMs: options.pingIntervalMs,
+      pingDeadlineMs: options.pingDeadlineMs,
     })
     this.#gateway = new Gateway({
       host: options.host,

@@ -7,6 +7,7 @@ import { LIMITS, TIMEOUTS } from '../config/defaults.js'
 import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
 import { type Logger, silentLogger } from '../observability/logger.js'
 import { ControlChannel, type ControlMessage, type LoginOk, MessageType } from '../protocol/index.js'
+import { superviseLink } from '../protocol/link-keepalive.js'
 import { DATA_LINK_SETTINGS } from '../server/dataplane/index.js'
 import { connectTls, type ServerTrust } from '../tls/index.js'
 import { VERSION } from '../version.js'
@@ -74,6 +75,11 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     this.#h2 = createH2Server({ settings: DATA_LINK_SETTINGS, maxSessionMemory: 64 })
     this.#h2.on('session', (session) => {
       session.on('error', () => {})
+      superviseLink(
+        session,
+        this.#session?.pingIntervalMs ?? TIMEOUTS.pingIntervalMs,
+        this.#session?.pingDeadlineMs ?? TIMEOUTS.pingDeadlineMs,
+      )
       session.on('connect', () => session.setLocalWindowSize(LIMITS.h2ConnectionWindowBytes))
     })
     this.#h2.on('stream', createStreamHandler(this.#ctx))

@@ -2,6 +2,7 @@ import { type ClientHttp2Session, constants as h2, connect as h2connect } from '
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import type { Logger } from '../../observability/logger.js'
+import { superviseLink } from '../../protocol/link-keepalive.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { TLS13 } from '../../tls/index.js'
 import { closeServer, listen } from '../listen.js'
@@ -20,6 +21,9 @@ export interface DataPlaneServerOptions {
   readonly registry: WorkerRegistry
   readonly logger: Logger
   readonly bindTimeoutMs?: number
+  /** HTTP/2 ping interval and deadline on each data link (half-open links found in seconds). */
+  readonly pingIntervalMs?: number | undefined
+  readonly pingDeadlineMs?: number | undefined
 }
 
 /** HTTP/2 settings of a data link: big windows, so one link carries many fast streams. */
@@ -115,6 +119,11 @@ export class DataPlaneServer {
         return
       }
       session.addLink(link)
+      superviseLink(
+        link,
+        this.#options.pingIntervalMs ?? TIMEOUTS.pingIntervalMs,
+        this.#options.pingDeadlineMs ?? TIMEOUTS.pingDeadlineMs,
+      )
       logger.debug({ clientId: session.clientId, links: session.linkCount }, 'data link bound')
     })
   }
