@@ -66,6 +66,48 @@ test('`up --echo` serves a chat completion with the key it prints', async () => 
   assert.equal(up.child.exitCode, 0, 'SIGTERM stops it cleanly')
 })
 
+test('`up --model-path` serves a GGUF file with the embedded llama.cpp engine', async (t) => {
+  if (
+    !(await import('node-llama-cpp').then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    t.skip('node-llama-cpp is not installed')
+    return
+  }
+  const { writeTinyLlamaGguf } = await import('../fixtures/tiny-gguf.js')
+  const model = join(dir, 'tiny-up.gguf')
+  await writeTinyLlamaGguf(model)
+  const ports = await freePorts(4)
+  const up = startCli([
+    'up',
+    '--model-path',
+    model,
+    '--data-dir',
+    join(dir, 'up-gguf'),
+    '--log-level',
+    'warn',
+    ...portFlags(ports),
+  ])
+  started.push(up)
+  await up.waitForOutput('try:', 30_000)
+  assert.match(up.output(), /local worker serving embedded llama\.cpp .*: tiny-up/)
+  const key = /api key:\s+(\S+)/.exec(up.output())?.[1]
+  const res = await fetch(`http://127.0.0.1:${ports[2]}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'tiny-up', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 }),
+  })
+  assert.equal(res.status, 200)
+  const body = (await res.json()) as {
+    choices: { message: { content: string } }[]
+    usage: { completion_tokens: number }
+  }
+  assert.ok(body.usage.completion_tokens > 0)
+  await up.kill('SIGTERM')
+})
+
 test('gpuf-s and gpuf-c aliases; the worker trusts the local data dir and keeps a stable client id', async () => {
   const ports = await freePorts(4)
   const data = join(dir, 'alias')
