@@ -170,7 +170,7 @@ async function openInfrastructure(
     databaseUrl: o['databaseUrl'] as string | undefined,
     sqlitePath: join(dataDir, 'gpufabric.db'),
   })
-  await migrateWhenReachable(store, logger)
+  const stopMigrating = await migrateWhenReachable(store, logger)
   const localCache = await createCache({})
   const redisUrl = o['redisUrl'] as string | undefined
   const cache = redisUrl === undefined ? localCache : await createCache({ redisUrl })
@@ -182,6 +182,7 @@ async function openInfrastructure(
     admin: admin.auth,
     adminKeyCreated: admin.created,
     async close() {
+      stopMigrating()
       await Promise.allSettled([
         store.close(),
         cache.close(),
@@ -195,9 +196,10 @@ async function openInfrastructure(
  * Applies migrations; a database that is down at start-up does not stop the server (static
  * keys work meanwhile): it keeps trying in the background.
  */
-async function migrateWhenReachable(store: Store, logger: Logger): Promise<void> {
+async function migrateWhenReachable(store: Store, logger: Logger): Promise<() => void> {
   try {
     await store.migrate()
+    return () => {}
   } catch (err) {
     if (!isFabricError(err, ErrorCodes.STORE_UNAVAILABLE)) throw err
     logger.error('database unavailable at start-up; serving static keys and retrying migrations')
@@ -211,6 +213,7 @@ async function migrateWhenReachable(store: Store, logger: Logger): Promise<void>
       )
     }, 2_000)
     retry.unref()
+    return () => clearInterval(retry)
   }
 }
 

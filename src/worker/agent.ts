@@ -297,6 +297,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     links.add(socket)
     const bound = new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, TIMEOUTS.bindMs)
+      timer.unref()
       this.#ctx.onBind = () => {
         clearTimeout(timer)
         this.#ctx.onBind = undefined
