@@ -117,4 +117,27 @@ describe('two servers sharing PostgreSQL and Redis', { skip }, () => {
     assert.equal(created2?.status, 201, 'the database is used again without a restart')
     assert.equal((await modelsWith(b, created2!.body['key'] as string)).status, 200)
   })
+
+  test('a server started while PostgreSQL is down serves the static key, then catches up', async () => {
+    await pg.stop()
+    let c: WiredServer | undefined
+    try {
+      c = await startWiredServer({ databaseUrl: pg.url, redisUrl: redis.url })
+      assert.equal((await modelsWith(c, STATIC_KEY)).status, 200)
+      assert.equal((await admin(c, 'POST', '/api/v1/keys', { name: 'too-early' })).status, 503)
+      await pg.start()
+      const t0 = Date.now()
+      let created: { status: number; body: Record<string, unknown> } | undefined
+      while (Date.now() - t0 < 15_000) {
+        created = await admin(c, 'POST', '/api/v1/keys', { name: 'caught-up' })
+        if (created.status === 201) break
+        await sleep(200)
+      }
+      assert.equal(created?.status, 201)
+      assert.equal((await modelsWith(c, created!.body['key'] as string)).status, 200)
+    } finally {
+      await pg.start().catch(() => undefined)
+      await c?.close()
+    }
+  })
 })
