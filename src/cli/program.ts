@@ -6,6 +6,7 @@ import { FabricError } from '../errors/index.js'
 import { writeSelfSignedCertificate } from '../tls/index.js'
 import { VERSION } from '../version.js'
 import { addKeyCommands } from './keys.js'
+import { addMonitorCommand } from './monitor.js'
 import { SERVER_OPTIONS, WORKER_OPTIONS } from './options.js'
 import { startServerFromFlags, stopOnSignals } from './server.js'
 import { runUp } from './up.js'
@@ -100,5 +101,6 @@ export function buildProgram(defaultCommand?: 'server' | 'worker'): Command {
       }),
     )
   addKeyCommands(program, action as never)
+  addMonitorCommand(program, action)
   return program
 }

@@ -62,6 +62,37 @@ test('`up --echo` serves a chat completion with the key it prints', async () => 
     ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]?.message.content,
     'echo: from the CLI',
   )
+  const adminKey = /created admin key \(shown once\): (\S+)/.exec(up.output())?.[1]
+  assert.ok(adminKey)
+  const apiUrl = `http://127.0.0.1:${ports[3]}`
+  const monitor = spawnSync(
+    process.execPath,
+    [CLI, 'monitor', '--once', '--api-url', apiUrl, '--admin-key', adminKey],
+    {
+      encoding: 'utf8',
+    },
+  )
+  assert.equal(monitor.status, 0, monitor.stderr)
+  assert.match(monitor.stdout, /CLIENT ID[\s\S]*echo[\s\S]*1 worker\n/)
+  const json = spawnSync(
+    process.execPath,
+    [CLI, 'monitor', '--json', '--api-url', apiUrl, '--admin-key', adminKey],
+    {
+      encoding: 'utf8',
+    },
+  )
+  assert.deepEqual(
+    (JSON.parse(json.stdout) as { models: string[] }[]).map((w) => w.models),
+    [['echo']],
+  )
+  const refused = spawnSync(
+    process.execPath,
+    [CLI, 'monitor', '--once', '--api-url', apiUrl, '--admin-key', 'wrong'],
+    {
+      encoding: 'utf8',
+    },
+  )
+  assert.equal(refused.status, 2)
   await up.kill('SIGTERM')
   assert.equal(up.child.exitCode, 0, 'SIGTERM stops it cleanly')
 })
