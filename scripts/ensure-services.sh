@@ -15,8 +15,12 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   echo "== installing ${need[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The mirrors can hiccup: try a few times before failing the run.
+  for attempt in 1 2 3; do
+    if apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then break; fi
+    if [ "$attempt" -eq 3 ]; then echo "could not install ${need[*]}" >&2; exit 1; fi
+    sleep $((attempt * 5))
+  done
 fi
 # Debian's packages start system-wide instances on install; the tests do not use them.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server postgresql >/dev/null 2>&1 || true; fi
