@@ -92,7 +92,8 @@ test('chunks sent 50 ms apart arrive about 50 ms apart, not bunched', async () =
   const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!)
   // Bunched delivery would put most gaps near 0; paced delivery keeps them near 50 ms.
   const paced = gaps.filter((g) => g >= 30)
-  assert.ok(paced.length >= gaps.length - 1, `gaps ${gaps.map((g) => g.toFixed(1)).join(', ')}`)
+  // A busy machine may deliver two chunks together now and then; buffering would bunch them all.
+  assert.ok(paced.length >= gaps.length - 2, `gaps ${gaps.map((g) => g.toFixed(1)).join(', ')}`)
   assert.ok(arrivals.at(-1)! - arrivals[0]! >= 7 * 40, 'first and last chunk should be ~350 ms apart')
 })
 
