@@ -105,10 +105,15 @@ async function chat(model: string): Promise<number> {
     })
     const body = (await res.json()) as { choices?: { message: { content: string } }[] }
     return res.status === 200 && body.choices?.[0]?.message.content.startsWith('from ') ? 200 : res.status
-  } catch {
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause
+    lastFailure = cause?.code ?? cause?.message ?? String(err)
     return 0
   }
 }
+
+/** Why the last failed request failed (for the assertion messages). */
+let lastFailure = ''
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'gpuf-failover-'))
