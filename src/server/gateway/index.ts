@@ -264,7 +264,11 @@ export class Gateway {
     req.on('end', () => {
       if (aborted) return
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-      void this.#forward(res, url, api, body, principal)
+      this.#forward(res, url, api, body, principal).catch((err: unknown) => {
+        // A bug in one request must not take the server (and every other request) down.
+        this.#options.logger.error({ err: String(err) }, 'request failed unexpectedly')
+        sendError(res, api, ErrorCodes.INTERNAL, 'internal error')
+      })
     })
   }
 

@@ -69,7 +69,15 @@ export function relayToWorker(worker: WorkerSession, res: ServerResponse, r: Rel
       }
       if (extraHeaders !== undefined) for (const name in extraHeaders) out.push(name, extraHeaders[name]!)
       contentType = String(responseHeaders['content-type'] ?? '')
-      res.writeHead(status, out)
+      try {
+        res.writeHead(status, out)
+      } catch {
+        // Headers the client cannot be sent (invalid characters from an engine): cut this answer only.
+        s.close(h2.NGHTTP2_INTERNAL_ERROR)
+        res.destroy()
+        resolve('done')
+        return
+      }
       // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
       if (responseHeaders['content-length'] === undefined) res.flushHeaders()
       resolve('done')
