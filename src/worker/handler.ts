@@ -71,7 +71,10 @@ export function createStreamHandler(ctx: StreamHandlerContext) {
       const controller = new AbortController()
       sink.onAbort(() => controller.abort())
       dispatch(engine, { method, path, body, signal: controller.signal }).then(
-        (reply) => sendReply(reply, sink),
+        (reply) =>
+          sendReply(reply, sink).catch((err: unknown) =>
+            sink.fail(err instanceof Error ? err : new Error(String(err))),
+          ),
         (err: unknown) => {
           ctx.logger.warn({ err: isFabricError(err) ? err.message : String(err), path }, 'engine call failed')
           sink.fail(err instanceof Error ? err : new Error(String(err)))
@@ -114,7 +117,22 @@ class StreamSink implements ReplySink {
     // A small complete answer goes out as one write: cheaper, and a worker dying mid-answer
     // cannot leave the user with headers but no body.
     if (length <= SMALL_BODY_BYTES) this.#held = { headers: out, chunks: [], size: 0 }
-    else this.#stream.respond(out)
+    else this.#sendHeaders(out)
+  }
+
+  /** Sends headers; headers HTTP/2 refuses (invalid characters from an engine) fail this answer only. */
+  #sendHeaders(headers: Record<string, string | number>, endStream = false): boolean {
+    try {
+      this.#stream.respond(headers, { endStream })
+      return true
+    } catch (err) {
+      this.#ctx.logger.warn({ err: String(err) }, 'engine answer headers refused')
+      if (!this.#finished) this.#finish()
+      // Nobody will read the rest: stop the engine as if the requester had gone.
+      for (const fn of this.#onAbort) fn()
+      this.#stream.close(h2.NGHTTP2_INTERNAL_ERROR)
+      return false
+    }
   }
 
   write(chunk: Uint8Array): boolean {
@@ -138,10 +156,10 @@ class StreamSink implements ReplySink {
     }
     this.#held = undefined
     if (held.size === 0) {
-      this.#stream.respond(held.headers, { endStream: true })
+      this.#sendHeaders(held.headers, true)
       return
     }
-    this.#stream.respond(held.headers)
+    if (!this.#sendHeaders(held.headers)) return
     this.#stream.end(held.chunks.length === 1 ? held.chunks[0] : Buffer.concat(held.chunks, held.size))
   }
 
@@ -181,7 +199,7 @@ async function sendReply(reply: EngineReply, sink: ReplySink): Promise<void> {
   let aborted = false
   sink.onAbort(() => {
     aborted = true
-    void iterator.return?.()
+    iterator.return?.()?.catch(() => undefined)
   })
   try {
     for (;;) {

@@ -103,9 +103,15 @@ export class ControlServer {
         }
         clearTimeout(loginTimer)
         this.#pending.delete(channel)
-        void this.#login(channel, message.body).then((s) => {
-          session = s
-        })
+        this.#login(channel, message.body).then(
+          (s) => {
+            session = s
+          },
+          (err: unknown) => {
+            this.#options.logger.error({ err: String(err) }, 'worker login failed unexpectedly')
+            channel.destroy()
+          },
+        )
         return
       }
       switch (message.type) {
