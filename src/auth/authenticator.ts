@@ -41,6 +41,15 @@ const NONE = 'none'
 const cacheKey = (prefix: string) => `key:${prefix}`
 
 /**
+ * Drops a key from the shared cache and tells every server (through the cache's pub/sub) to
+ * forget it. Used by the servers and by the CLI.
+ */
+export async function invalidateKeyInCache(cache: Cache, prefix: string): Promise<void> {
+  await cache.delete(cacheKey(prefix)).catch(() => undefined)
+  await cache.publishInvalidation(cacheKey(prefix))
+}
+
+/**
  * Authenticates API keys: static keys, then this process's cache, then the shared cache
  * (Redis, 5-minute TTL), then the database. A stale local entry keeps a key working while
  * the cache and the database are both down; revocations arrive through the shared cache's
@@ -133,8 +142,7 @@ export class KeyAuthenticator {
     this.#forget(prefix)
     const cache = this.#options.cache
     if (cache === undefined) return
-    await cache.delete(cacheKey(prefix)).catch(() => undefined)
-    await cache.publishInvalidation(cacheKey(prefix)).catch((err: unknown) => {
+    await invalidateKeyInCache(cache, prefix).catch((err: unknown) => {
       this.#options.logger.warn(
         { err: String(err) },
         'could not publish a key invalidation; other servers learn it from the database within a second',

@@ -74,3 +74,18 @@ export function notifyListeners(
     }
   }
 }
+
+/**
+ * Adds an invalidation listener; returns its unsubscribe function. The listener is wrapped so
+ * that subscribing the same function twice gives two independent subscriptions.
+ */
+export function subscribe(
+  listeners: Set<(key: string) => void>,
+  listener: (key: string) => void,
+): () => void {
+  const entry = (key: string) => listener(key)
+  listeners.add(entry)
+  return () => {
+    listeners.delete(entry)
+  }
+}

@@ -12,6 +12,7 @@ import {
   durationMs,
   notifyListeners,
   positiveInteger,
+  subscribe,
   windowResult,
 } from './common.js'
 import type { Cache, RateLimitResult } from './index.js'
@@ -124,12 +125,7 @@ export class MemoryCache implements Cache {
   }
 
   onInvalidation(listener: (key: string) => void): () => void {
-    // Wrapped so that subscribing the same function twice gives two independent subscriptions.
-    const entry = (key: string) => listener(key)
-    this.#listeners.add(entry)
-    return () => {
-      this.#listeners.delete(entry)
-    }
+    return subscribe(this.#listeners, listener)
   }
 
   async consume(key: string, cost: number, limit: number, windowMs: number): Promise<RateLimitResult> {

@@ -17,6 +17,7 @@ import {
   durationMs,
   notifyListeners,
   positiveInteger,
+  subscribe,
   windowResult,
 } from './common.js'
 import type { Cache, RateLimitResult } from './index.js'
@@ -136,11 +137,7 @@ export class RedisCache implements Cache {
   }
 
   onInvalidation(listener: (key: string) => void): () => void {
-    const entry = (key: string) => listener(key)
-    this.#listeners.add(entry)
-    return () => {
-      this.#listeners.delete(entry)
-    }
+    return subscribe(this.#listeners, listener)
   }
 
   async consume(key: string, cost: number, limit: number, windowMs: number): Promise<RateLimitResult> {

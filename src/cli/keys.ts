@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import type { Command } from 'commander'
+import { invalidateKeyInCache } from '../auth/authenticator.js'
 import { KeyManager, publicKeyView } from '../auth/manage.js'
 import { type Cache, createCache } from '../cache/index.js'
 import { defaultDataDir } from '../config/index.js'
@@ -32,8 +33,7 @@ async function withManager<T>(flags: StoreFlags, fn: (manager: KeyManager) => Pr
   if (redisUrl !== undefined) cache = await createCache({ redisUrl })
   const manager = new KeyManager(store, async (record) => {
     // Servers also poll the database for revocations each second; telling Redis is quicker.
-    await cache?.delete(`key:${record.prefix}`).catch(() => undefined)
-    await cache?.publishInvalidation(`key:${record.prefix}`).catch(() => undefined)
+    if (cache !== undefined) await invalidateKeyInCache(cache, record.prefix).catch(() => undefined)
   })
   try {
     return await fn(manager)

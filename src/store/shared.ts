@@ -54,19 +54,7 @@ export function clampLimit(limit: number | undefined, fallback = 100, max = 10_0
 const isInt32 = (n: number): boolean => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
 
 /** A request-log row as both adapters bind it: `at` in epoch ms, absent optionals as null. */
-export interface RequestRowValues {
-  readonly atMs: number
-  readonly keyId: string
-  readonly userId: string | null
-  readonly model: string
-  readonly workerId: string | null
-  readonly path: string
-  readonly status: number
-  readonly durationMs: number
-  readonly promptTokens: number | null
-  readonly completionTokens: number | null
-  readonly totalTokens: number | null
-}
+export type RequestRowValues = Omit<RequestLogRecord, 'id' | 'at'> & { readonly atMs: number }
 
 /**
  * Checks and normalises one request-log row, so both adapters accept and refuse the same

@@ -7,6 +7,7 @@ import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store } from '../../store/index.js'
 import { sendError, statusOf } from '../gateway/errors.js'
+import { presentedKey, sendJson } from '../http.js'
 import { closeServer, listen } from '../listen.js'
 
 /** Options of the management API port. */
@@ -78,16 +79,15 @@ export class ApiServer {
     const method = req.method ?? 'GET'
     if (path === '/health' || path === '/api/v1/health') {
       req.resume()
-      json(res, 200, {
+      sendJson(res, 200, {
         status: 'ok',
         version: this.#options.version,
         uptimeSeconds: (Date.now() - this.#startedAt) / 1000,
       })
       return
     }
-    const auth = req.headers.authorization
-    const key = auth?.toLowerCase().startsWith('bearer ') ? auth.slice(7).trim() : req.headers['x-api-key']
-    if (typeof key !== 'string' || !this.#options.admin.check(key)) {
+    const key = presentedKey(req.headers)
+    if (key === undefined || !this.#options.admin.check(key)) {
       req.resume()
       sendError(res, 'openai', ErrorCodes.UNAUTHORIZED, 'the management API needs the admin key')
       return
@@ -105,16 +105,16 @@ export class ApiServer {
       `${method} ${resource}${id === undefined ? '' : '/:id'}${action === undefined ? '' : `/${action}`}`
     ) {
       case 'GET workers':
-        return json(res, 200, { workers: [...registry.workers()].map(describeWorker) })
+        return sendJson(res, 200, { workers: [...registry.workers()].map(describeWorker) })
       case 'GET workers/:id': {
         const worker = registry.byClientId(id!)
-        if (worker !== undefined) return json(res, 200, describeWorker(worker))
+        if (worker !== undefined) return sendJson(res, 200, describeWorker(worker))
         const stored = await this.#options.store?.getWorker(id!)
         if (stored === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such worker')
-        return json(res, 200, stored)
+        return sendJson(res, 200, stored)
       }
       case 'GET models':
-        return json(res, 200, {
+        return sendJson(res, 200, {
           models: registry.models().map((name) => ({
             name,
             workers: [...registry.workers()].filter((w) => w.models.includes(name)).map((w) => w.clientId),
@@ -123,28 +123,28 @@ export class ApiServer {
       case 'GET stats': {
         let inflight = 0
         for (const w of registry.workers()) inflight += w.inflight
-        return json(res, 200, { workers: registry.size, models: registry.models().length, inflight })
+        return sendJson(res, 200, { workers: registry.size, models: registry.models().length, inflight })
       }
       case 'GET keys':
-        return json(res, 200, { keys: (await this.#keys().list()).map(publicKeyView) })
+        return sendJson(res, 200, { keys: (await this.#keys().list()).map(publicKeyView) })
       case 'GET keys/:id': {
         const record = await this.#keys().get(id!)
         if (record === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such key')
-        return json(res, 200, publicKeyView(record))
+        return sendJson(res, 200, publicKeyView(record))
       }
       case 'POST keys': {
         const created = await this.#keys().create(keyInput(body))
-        return json(res, 201, { ...publicKeyView(created.record), key: created.key })
+        return sendJson(res, 201, { ...publicKeyView(created.record), key: created.key })
       }
       case 'DELETE keys/:id':
       case 'POST keys/:id/revoke': {
         const revoked = await this.#keys().revoke(id!)
         if (revoked === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such active key')
-        return json(res, 200, { id: revoked.id, revoked: true })
+        return sendJson(res, 200, { id: revoked.id, revoked: true })
       }
       case 'POST keys/:id/rotate': {
         const rotated = await this.#keys().rotate(id!)
-        return json(res, 201, {
+        return sendJson(res, 201, {
           ...publicKeyView(rotated.record),
           key: rotated.key,
           replaced: rotated.revoked.id,
@@ -165,11 +165,11 @@ export class ApiServer {
           ...(since === undefined ? {} : { since }),
           ...(limit === undefined ? {} : { limit }),
         })
-        return json(res, 200, { requests })
+        return sendJson(res, 200, { requests })
       }
       case 'GET users': {
         const store = this.#storeOrFail()
-        return json(res, 200, { users: await store.listUsers() })
+        return sendJson(res, 200, { users: await store.listUsers() })
       }
       case 'POST users': {
         const name = (body as { name?: unknown }).name
@@ -179,7 +179,7 @@ export class ApiServer {
             "'name' must be a non-empty string of at most 128 characters",
           )
         }
-        return json(res, 201, await this.#storeOrFail().ensureUser(name))
+        return sendJson(res, 201, await this.#storeOrFail().ensureUser(name))
       }
     }
     throw new FabricError(ErrorCodes.NOT_FOUND, `no route for ${method} ${path}`)
@@ -299,12 +299,6 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   } catch {
     throw new FabricError(ErrorCodes.BAD_REQUEST, 'body is not valid JSON')
   }
-}
-
-function json(res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-  res.end(body)
 }
 
 export { statusOf }

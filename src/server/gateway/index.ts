@@ -4,7 +4,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http'
-import { createSecureServer, constants as h2, type IncomingHttpHeaders } from 'node:http2'
+import { createSecureServer, constants as h2 } from 'node:http2'
 import type { KeyAuthenticator } from '../../auth/authenticator.js'
 import type { Principal } from '../../auth/principal.js'
 import { RateLimiter } from '../../auth/rate-limit.js'
@@ -14,6 +14,7 @@ import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
+import { presentedKey, sendJson } from '../http.js'
 import { closeServer, listen } from '../listen.js'
 import type { RequestTracker } from '../request-log.js'
 import { type ApiFamily, sendError } from './errors.js'
@@ -384,18 +385,6 @@ export class Gateway {
   }
 }
 
-/** The key a request presents: `Authorization: Bearer <key>` or `x-api-key`. */
-function presentedKey(headers: IncomingHttpHeaders): string | undefined {
-  const auth = headers.authorization
-  if (auth !== undefined && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ') {
-    const key = auth.slice(7).trim()
-    return key.length > 0 ? key : undefined
-  }
-  const header = headers['x-api-key']
-  const key = Array.isArray(header) ? header[0] : header
-  return key !== undefined && key.length > 0 ? key : undefined
-}
-
 /** The `model` of a JSON body: the name, `undefined` when absent or not a string, `null` when not JSON. */
 function modelOf(body: Buffer): string | undefined | null {
   let parsed: unknown
@@ -407,12 +396,6 @@ function modelOf(body: Buffer): string | undefined | null {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
   const model = (parsed as { model?: unknown }).model
   return typeof model === 'string' && model.length > 0 ? model : undefined
-}
-
-function sendJson(res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-  res.end(body)
 }
 
 /** Re-exported so callers map errors in one place. */
