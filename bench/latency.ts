@@ -8,17 +8,17 @@
  *   direct    client → engine
  *   1 hop     client → reference proxy → engine
  *   2 hops    client → reference proxy → reference proxy → engine
- *   h2 floor  client → h2 front ⇒ HTTP/2 over TLS 1.3 ⇒ h2 back → engine
- *   fabric    client → fabric server (public port) ⇒ HTTP/2 data link ⇒ worker → engine
+ *   h2 floor  client → h2 front ⇒ HTTP/2 lanes over TLS 1.3 ⇒ h2 back → engine
+ *   fabric    client → fabric server (public port) ⇒ HTTP/2 lanes on the data link ⇒ worker → engine
  *
  * The fabric crosses two processes like the two-hop chain, so the target is:
  * fabric added p50 ≤ two-hop added p50.
  *
- * The `h2 floor` (bench/reference-h2.ts) is the fabric's bare mechanism, Node's
- * HTTP/2 over one long-lived TLS 1.3 connection dialled by the back, with none
+ * The `h2 floor` (bench/reference-h2.ts) is the fabric's bare mechanism, lanes
+ * (reused HTTP/2 streams) over one long-lived TLS 1.3 connection dialled by the back, with none
  * of the fabric's logic. It splits the gap between the fabric and two hops:
  * `fabric − h2 floor` is what the fabric's own logic costs, `h2 floor − 2 hops`
- * what Node's HTTP/2 + TLS costs over plain HTTP/1.1 hops. See docs/BENCHMARKS.md.
+ * what the mechanism costs over plain HTTP/1.1 hops. See docs/BENCHMARKS.md.
  *
  * Usage: `npm run bench:latency -- [--rounds N] [--warmup N] [--json]`
  * (or `node dist/bench/latency.js ...`; `BENCH_ROUNDS` sets the default rounds).
@@ -62,7 +62,7 @@ const log = (message: string): void => {
 
 const USAGE = `Usage: node dist/bench/latency.js [--rounds N] [--warmup N] [--json]
   --rounds N   measured rounds, one request per path each (default $BENCH_ROUNDS or 3000)
-  --warmup N   rounds sent first and not measured (default 500)
+  --warmup N   rounds sent first and not measured (default 2000)
   --json       print the results as JSON instead of a table
   env BENCH_CHILD_NODE_ARGS  extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
 `
@@ -77,7 +77,7 @@ function parseOptions(): BenchOptions {
   const { values } = parseArgs({
     options: {
       rounds: { type: 'string' },
-      warmup: { type: 'string', default: '500' },
+      warmup: { type: 'string', default: '2000' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -253,10 +253,13 @@ async function timeOne(client: Client, path: PathName, signal: AbortSignal): Pro
 }
 
 /**
- * Runs `rounds` rounds; each sends one request to every path, sequentially.
- * The starting path rotates each round so no path always follows the same
- * neighbour (e.g. always runs right after the slowest one). Returns samples
- * in ms when `record`, otherwise discards them (warm-up).
+ * Runs `rounds` rounds; each sends one request to every path, sequentially, in
+ * a fresh random order. A path's processes keep working a little after their
+ * answer went out (stream and socket clean-up, GC) and that work competes with
+ * the next path's request for the two cores; with a fixed cyclic order every
+ * path would always pay for the same predecessor (the fabric always ran right
+ * after the h2 floor and so paid for its clean-up, while 2 hops followed 1 hop).
+ * Returns samples in ms when `record`, otherwise discards them (warm-up).
  */
 async function runRounds(
   clients: Record<PathName, Client>,
@@ -266,16 +269,26 @@ async function runRounds(
 ): Promise<Record<PathName, Float64Array>> {
   const samples = {} as Record<PathName, Float64Array>
   for (const name of PATH_NAMES) samples[name] = new Float64Array(record ? rounds : 0)
-  const n = PATH_NAMES.length
+  const order = [...PATH_NAMES]
   for (let round = 0; round < rounds; round++) {
     signal.throwIfAborted()
-    for (let i = 0; i < n; i++) {
-      const name = PATH_NAMES[(round + i) % n]!
+    shuffle(order)
+    for (const name of order) {
       const ms = await timeOne(clients[name], name, signal)
       if (record) samples[name][round] = ms
     }
   }
   return samples
+}
+
+/** Fisher-Yates shuffle in place. */
+function shuffle<T>(items: T[]): void {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    const t = items[i]!
+    items[i] = items[j]!
+    items[j] = t
+  }
 }
 
 async function main(): Promise<number> {

@@ -3,15 +3,17 @@
  *
  * Two processes, wired as the fabric wires its server and worker:
  *
- *   client → front (node:http) ⇒ HTTP/2 over one TLS 1.3 connection ⇒ back → engine (undici Pool)
+ *   client → front (node:http) ⇒ lanes: HTTP/2 streams over one TLS 1.3 connection ⇒ back → engine (undici Pool)
  *
  * As in the fabric, the BACK dials the front's TLS port and keeps that one
  * connection; the front then speaks HTTP/2 as the *client* over it and the
- * back as the *server*. What is left out is everything the fabric adds on
- * top: API keys, routing, registries, bind tokens, metrics, logging, timeouts,
+ * back as the *server*, and requests travel on lanes (long-lived streams
+ * reused one request after the other, the fabric's own `LaneLink`; see
+ * src/protocol/lane.ts). What is left out is everything the fabric adds on
+ * top: API keys, routing, registries, bind tokens, metrics, logging, retries,
  * streaming relays. So `fabric − h2 floor` is what the fabric's own logic
- * costs, and `h2 floor − 2 hops` is what Node's HTTP/2 + TLS costs over plain
- * HTTP/1.1 hops (the reference proxies).
+ * costs, and `h2 floor − 2 hops` is what the mechanism (HTTP/2 lanes + TLS)
+ * costs over plain HTTP/1.1 hops (the reference proxies).
  *
  * Both sides use Node's default HTTP/2 settings: the fabric's bigger windows
  * only matter for bodies far larger than the benchmark's.
@@ -24,9 +26,7 @@
  */
 import { createServer as createHttpServer, type ServerResponse } from 'node:http'
 import {
-  type ClientHttp2Session,
   createServer as createH2Server,
-  type IncomingHttpHeaders as H2Headers,
   constants as h2,
   connect as h2connect,
   type ServerHttp2Stream,
@@ -34,7 +34,18 @@ import {
 import type { AddressInfo } from 'node:net'
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls'
 import { parseArgs } from 'node:util'
-import { type Dispatcher, Pool } from 'undici'
+import { Pool } from 'undici'
+import { FrameDecoder } from '../src/protocol/frame.js'
+import {
+  decodeLaneRequest,
+  encodeLaneAnswer,
+  encodeLaneFail,
+  encodeLaneRequest,
+  LANE_REQUEST_OVERHEAD_BYTES,
+  LaneFailure,
+  LaneFrame,
+} from '../src/protocol/lane.js'
+import { LaneLink } from '../src/routing/lanes.js'
 import { createSelfSignedCertificate, TLS13 } from '../src/tls/index.js'
 
 const JSON_TYPE = 'application/json'
@@ -67,10 +78,10 @@ async function runFront(port: number): Promise<void> {
   // Same kind of certificate as the fabric server's (EC P-256, self-signed),
   // so the TLS 1.3 record layer does the same work per request.
   const { cert, key } = await createSelfSignedCertificate()
-  let session: ClientHttp2Session | undefined
+  let link: LaneLink | undefined
 
   const tlsServer = createTlsServer({ ...TLS13, cert, key, ALPNProtocols: ['h2'] }, (socket) => {
-    if (session !== undefined || socket.alpnProtocol !== 'h2') {
+    if (link !== undefined || socket.alpnProtocol !== 'h2') {
       socket.destroy()
       return
     }
@@ -79,10 +90,11 @@ async function runFront(port: number): Promise<void> {
     socket.setNoDelay(true)
     const s = h2connect('https://back', { createConnection: () => socket })
     s.on('error', (err) => process.stderr.write(`h2 session error: ${err.message}\n`))
+    const l = new LaneLink(s)
     s.on('close', () => {
-      if (session === s) session = undefined
+      if (link === l) link = undefined
     })
-    session = s
+    link = l
   })
 
   const httpServer = createHttpServer({ noDelay: true }, (req, res) => {
@@ -101,32 +113,34 @@ async function runFront(port: number): Promise<void> {
         fail(res, 400, 'body must be JSON with a string "model"')
         return
       }
-      if (session === undefined) {
+      const lane = link?.acquire()
+      if (lane === undefined) {
         // Makes the benchmark fail loudly (it wants 200) instead of hanging.
         fail(res, 503, 'h2 floor: no HTTP/2 link to the back')
         return
       }
-      const stream = session.request({
-        [h2.HTTP2_HEADER_METHOD]: 'POST',
-        [h2.HTTP2_HEADER_PATH]: req.url ?? '/',
-        'content-type': JSON_TYPE,
-        'content-length': body.length,
-      })
-      stream.on('error', (err) => fail(res, 502, `h2 floor: ${err.message}`))
-      stream.on('response', (headers: H2Headers) => {
-        const out: Record<string, string> = {}
-        const type = headers['content-type']
-        const length = headers['content-length']
-        if (typeof type === 'string') out['content-type'] = type
-        if (typeof length === 'string') out['content-length'] = length
-        res.writeHead(Number(headers[h2.HTTP2_HEADER_STATUS] ?? 502), out)
-        stream.pipe(res)
-      })
-      // A client that leaves cancels the stream too (as the reference proxy does upstream).
+      // A client that leaves cancels the lane too (as the reference proxy does upstream).
+      let over = false
       res.on('close', () => {
-        if (!res.writableFinished) stream.close(h2.NGHTTP2_CANCEL)
+        if (!over) lane.cancel()
       })
-      stream.end(body)
+      lane.send(
+        encodeLaneRequest('POST', req.url ?? '/', body),
+        {
+          head: (status, headers) => res.writeHead(status, headers),
+          data: (chunk, last) => (last ? res.end(chunk) : res.write(chunk)),
+          end: () => {
+            over = true
+            if (!res.writableEnded) res.end()
+          },
+          fail: (_retryable, message) => {
+            over = true
+            fail(res, 502, `h2 floor: ${message}`)
+          },
+        },
+        0,
+        0,
+      )
     })
   })
   httpServer.keepAliveTimeout = 60_000
@@ -142,60 +156,53 @@ async function runFront(port: number): Promise<void> {
   process.stdout.write(`listening ${httpPort} tls ${tlsPort}\n`)
 }
 
-/** Answers one HTTP/2 stream: read the body, one engine request, reply with the whole body. */
-function serveStream(pool: Pool, stream: ServerHttp2Stream, headers: H2Headers): void {
-  const chunks: Buffer[] = []
-  let controller: Dispatcher.DispatchController | undefined
-  stream.on('error', () => controller?.abort(new Error('stream error')))
-  stream.on('close', () => {
-    // The front cancelled: stop the engine request as well.
-    if (!stream.headersSent) controller?.abort(new Error('stream closed'))
-  })
-  stream.on('data', (chunk: Buffer) => chunks.push(chunk))
-  stream.on('end', () => {
-    const body = Buffer.concat(chunks)
-    let status = 502
-    let type = JSON_TYPE
-    const parts: Buffer[] = []
-    pool.dispatch(
-      {
-        method: 'POST',
-        path: String(headers[h2.HTTP2_HEADER_PATH] ?? '/'),
-        headers: { 'content-type': JSON_TYPE },
-        body,
-      },
-      {
-        onRequestStart(c) {
-          controller = c
+/** Serves one lane: each REQUEST becomes one engine request, answered whole in one write. */
+function serveLane(pool: Pool, stream: ServerHttp2Stream): void {
+  stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200 })
+  const decoder = new FrameDecoder(16 * 1024 * 1024 + LANE_REQUEST_OVERHEAD_BYTES)
+  stream.on('error', () => undefined)
+  stream.on('data', (chunk: Buffer) => {
+    for (const frame of decoder.push(chunk)) {
+      const request = frame.type === LaneFrame.REQUEST ? decodeLaneRequest(frame.payload) : undefined
+      if (request === undefined) {
+        stream.close(h2.NGHTTP2_PROTOCOL_ERROR)
+        return
+      }
+      let status = 502
+      let type = JSON_TYPE
+      const parts: Buffer[] = []
+      pool.dispatch(
+        {
+          method: request.method as 'POST',
+          path: request.path,
+          headers: { 'content-type': JSON_TYPE },
+          body: request.body,
         },
-        onResponseStart(_c, statusCode, responseHeaders) {
-          status = statusCode
-          const t = responseHeaders['content-type']
-          if (typeof t === 'string') type = t
+        {
+          // undici recognises a handler of its current API by this method.
+          onRequestStart() {},
+          onResponseStart(_c, statusCode, responseHeaders) {
+            status = statusCode
+            const t = responseHeaders['content-type']
+            if (typeof t === 'string') type = t
+          },
+          onResponseData(_c, chunk) {
+            parts.push(chunk)
+          },
+          onResponseEnd() {
+            if (stream.destroyed) return
+            let size = 0
+            for (const part of parts) size += part.length
+            stream.write(
+              encodeLaneAnswer(status, { 'content-type': type, 'content-length': String(size) }, parts, size),
+            )
+          },
+          onResponseError(_c, err) {
+            if (!stream.destroyed) stream.write(encodeLaneFail(LaneFailure.REFUSED, `engine: ${err.message}`))
+          },
         },
-        onResponseData(_c, chunk) {
-          parts.push(chunk)
-        },
-        onResponseEnd() {
-          if (stream.destroyed) return
-          const out = Buffer.concat(parts)
-          stream.respond({
-            [h2.HTTP2_HEADER_STATUS]: status,
-            'content-type': type,
-            'content-length': out.length,
-          })
-          stream.end(out)
-        },
-        onResponseError(_c, err) {
-          if (stream.destroyed) return
-          if (stream.headersSent) stream.close(h2.NGHTTP2_INTERNAL_ERROR)
-          else {
-            stream.respond({ [h2.HTTP2_HEADER_STATUS]: 502, 'content-type': 'text/plain' })
-            stream.end(`engine: ${err.message}`)
-          }
-        },
-      },
-    )
+      )
+    }
   })
 }
 
@@ -203,7 +210,7 @@ function serveStream(pool: Pool, stream: ServerHttp2Stream, headers: H2Headers):
 function runBack(front: { host: string; port: number }, target: { host: string; port: number }): void {
   const pool = new Pool(`http://${target.host}:${target.port}`, { keepAliveTimeout: 60_000 })
   const h2server = createH2Server()
-  h2server.on('stream', (stream, headers) => serveStream(pool, stream, headers))
+  h2server.on('stream', (stream) => serveLane(pool, stream))
   h2server.on('session', (session) => {
     // The front sends its SETTINGS only once it has wrapped the socket in its
     // HTTP/2 session, so from here on the front can send requests.

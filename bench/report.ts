@@ -107,13 +107,13 @@ export function formatReport(r: LatencyReport): string {
   // The gap the target is about, and its two parts (they add up to it).
   const split: [string, number][] = [
     ['fabric - 2 hops:', r.fabricLogicP50Ms + r.h2TlsOverTwoHopsP50Ms],
-    ['  h2 floor - 2 hops (Node HTTP/2 + TLS 1.3 over HTTP/1.1):', r.h2TlsOverTwoHopsP50Ms],
+    ['  h2 floor - 2 hops (HTTP/2 lanes + TLS 1.3 over HTTP/1.1):', r.h2TlsOverTwoHopsP50Ms],
     ["  fabric - h2 floor (the fabric's own logic):", r.fabricLogicP50Ms],
   ]
   const splitWidth = Math.max(...split.map(([label]) => label.length))
   return [
     `GPUFabric added latency: ${r.rounds} rounds after ${r.warmupRounds} warm-up rounds;`,
-    `one request at a time, keep-alive, all ${PATH_NAMES.length} paths interleaved in every round`,
+    `one request at a time, keep-alive, all ${PATH_NAMES.length} paths in a fresh random order in every round`,
     '',
     line(header),
     ...rows.map(line),

@@ -25,6 +25,8 @@ export const LIMITS = {
   h2ConnectionWindowBytes: 32 * 1024 * 1024,
   /** Largest HTTP/2 frame payload. */
   h2MaxFrameBytes: 64 * 1024,
+  /** Idle lanes (reusable request streams) the server keeps open per data link; more are closed. */
+  maxIdleLanesPerLink: 64,
   /** Data connections a worker keeps open to the proxy port. */
   dataConnectionsPerWorker: 1,
   /** Connections on the control or proxy port that have not logged in / bound yet; more are refused. */

@@ -1,6 +1,7 @@
-import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2'
+import type { ClientHttp2Session } from 'node:http2'
 import type { ControlChannel, Metrics } from '../protocol/index.js'
 import type { EngineType } from '../worker/engines/types.js'
+import { type Lane, LaneLink } from './lanes.js'
 
 /** A logged-in worker as the server sees it: its control channel and its data links. */
 export class WorkerSession {
@@ -21,7 +22,7 @@ export class WorkerSession {
   reportedInflight = 0
   lastHeartbeatAt = Date.now()
   metrics: Metrics | undefined
-  readonly #links: ClientHttp2Session[] = []
+  readonly #links: LaneLink[] = []
   #next = 0
 
   constructor(init: {
@@ -50,7 +51,7 @@ export class WorkerSession {
 
   /** True when at least one data link can carry a request. */
   get routable(): boolean {
-    for (const link of this.#links) if (!link.closed && !link.destroyed) return true
+    for (const link of this.#links) if (!link.closed) return true
     return false
   }
 
@@ -60,27 +61,39 @@ export class WorkerSession {
   }
 
   /** Adds a bound data link; it is dropped from the session when it closes. */
-  addLink(link: ClientHttp2Session): void {
+  addLink(session: ClientHttp2Session): void {
+    const link = new LaneLink(session)
     this.#links.push(link)
-    link.once('close', () => {
+    session.once('close', () => {
       const i = this.#links.indexOf(link)
       if (i >= 0) this.#links.splice(i, 1)
     })
   }
 
-  /** Opens one multiplexed request stream on a data link (round robin). */
-  request(headers: OutgoingHttpHeaders): ClientHttp2Stream | undefined {
+  /** Idle lanes over all data links. */
+  get idleLanes(): number {
+    let n = 0
+    for (const link of this.#links) n += link.idleLanes
+    return n
+  }
+
+  /**
+   * A lane for one request: an idle one on a data link, or a new one (links taken round
+   * robin). `undefined` when no link can carry it.
+   */
+  lane(): Lane | undefined {
     const n = this.#links.length
     for (let i = 0; i < n; i++) {
       const link = this.#links[this.#next++ % n]!
-      if (!link.closed && !link.destroyed) return link.request(headers, { endStream: false })
+      const lane = link.acquire()
+      if (lane !== undefined) return lane
     }
     return undefined
   }
 
   /** Drops every data link (the control channel is gone or going). */
   dropLinks(): void {
-    for (const link of [...this.#links]) link.destroy()
+    for (const link of [...this.#links]) link.session.destroy()
   }
 
   /** Drops the worker: control channel and every data link. */

@@ -2,6 +2,20 @@ import { constants as h2, type IncomingHttpHeaders, type ServerHttp2Stream } fro
 import { LIMITS } from '../config/defaults.js'
 import { isFabricError } from '../errors/index.js'
 import type { Logger } from '../observability/logger.js'
+import { FrameDecoder } from '../protocol/frame.js'
+import {
+  decodeLaneRequest,
+  encodeLaneAnswer,
+  encodeLaneData,
+  encodeLaneFail,
+  encodeLaneHead,
+  LANE_DATA_BYTES,
+  LANE_END_FRAME,
+  LANE_PATH,
+  LANE_REQUEST_OVERHEAD_BYTES,
+  LaneFailure,
+  LaneFrame,
+} from '../protocol/lane.js'
 import { BIND_PATH, DATA_TOKEN_HEADER } from '../server/dataplane/index.js'
 import type { Engine, EngineCall, EngineReply, ReplySink } from './engines/types.js'
 import { callOllamaOverOpenAI } from './translate/ollama.js'
@@ -30,16 +44,20 @@ export function dispatch(engine: Engine, call: EngineCall): Promise<EngineReply>
 }
 
 /**
- * Serves the streams the server opens on a data link: the bind handshake, then one
- * request per stream. The stream closing early (user gone, server cancelled) aborts the
- * engine call; the answer goes back chunk by chunk with backpressure.
+ * Serves the streams the server opens on a data link: the bind handshake, then lanes (long-lived
+ * streams that each carry one request at a time, see protocol/lane.ts). A lane reset by the
+ * server (user gone, request cancelled) aborts the engine call; the answer goes back chunk by
+ * chunk with backpressure.
  */
 export function createStreamHandler(ctx: StreamHandlerContext) {
-  const maxBody = ctx.maxBodyBytes ?? LIMITS.maxRequestBodyBytes
+  const maxFrame = (ctx.maxBodyBytes ?? LIMITS.maxRequestBodyBytes) + LANE_REQUEST_OVERHEAD_BYTES
   return (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
-    const path = (headers[h2.HTTP2_HEADER_PATH] as string | undefined) ?? '/'
-    const method = (headers[h2.HTTP2_HEADER_METHOD] as string | undefined) ?? 'GET'
+    const path = headers[h2.HTTP2_HEADER_PATH]
     stream.on('error', noop)
+    if (path === LANE_PATH) {
+      serveLane(stream, ctx, maxFrame)
+      return
+    }
     if (path === BIND_PATH) {
       const token = ctx.dataToken()
       stream.respond(
@@ -49,90 +67,98 @@ export function createStreamHandler(ctx: StreamHandlerContext) {
       ctx.onBind?.()
       return
     }
-    const chunks: Buffer[] = []
-    let size = 0
-    stream.on('data', (chunk: Buffer) => {
-      size += chunk.length
-      if (size > maxBody) {
-        stream.close(h2.NGHTTP2_REFUSED_STREAM)
-        return
-      }
-      chunks.push(chunk)
-    })
-    stream.once('end', () => {
-      if (stream.destroyed) return
-      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-      const sink = new StreamSink(stream, ctx)
-      const { engine } = ctx
-      if (engine.relay !== undefined && engine.apis.has(path.startsWith('/api/') ? 'ollama' : 'openai')) {
-        engine.relay({ method, path, body }, sink)
-        return
-      }
-      const controller = new AbortController()
-      sink.onAbort(() => controller.abort())
-      dispatch(engine, { method, path, body, signal: controller.signal }).then(
-        (reply) =>
-          sendReply(reply, sink).catch((err: unknown) =>
-            sink.fail(err instanceof Error ? err : new Error(String(err))),
-          ),
-        (err: unknown) => {
-          ctx.logger.warn({ err: isFabricError(err) ? err.message : String(err), path }, 'engine call failed')
-          sink.fail(err instanceof Error ? err : new Error(String(err)))
-        },
-      )
-    })
+    stream.respond({ [h2.HTTP2_HEADER_STATUS]: 404 }, { endStream: true })
   }
+}
+
+/** Serves one lane: one request after the other, each answered before the next may come. */
+function serveLane(stream: ServerHttp2Stream, ctx: StreamHandlerContext, maxFrame: number): void {
+  stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200 })
+  const decoder = new FrameDecoder(maxFrame)
+  let current: LaneSink | undefined
+  const broken = () => stream.close(h2.NGHTTP2_PROTOCOL_ERROR)
+  stream.on('data', (chunk: Buffer) => {
+    let frames: ReturnType<FrameDecoder['push']>
+    try {
+      frames = decoder.push(chunk)
+    } catch {
+      broken()
+      return
+    }
+    for (const frame of frames) {
+      // One request at a time: a second one before the answer ended breaks the lane's rules.
+      const request =
+        frame.type === LaneFrame.REQUEST && (current === undefined || current.finished)
+          ? decodeLaneRequest(frame.payload)
+          : undefined
+      if (request === undefined) {
+        broken()
+        return
+      }
+      current = new LaneSink(stream, ctx)
+      serve(ctx, request.method, request.path, request.body, current)
+    }
+  })
+  stream.on('drain', () => current?.drained())
+  stream.once('close', () => current?.abort())
+}
+
+/** Hands one request to the engine, translating Ollama's API when the engine lacks it. */
+function serve(ctx: StreamHandlerContext, method: string, path: string, body: Buffer, sink: LaneSink): void {
+  const { engine } = ctx
+  if (engine.relay !== undefined && engine.apis.has(path.startsWith('/api/') ? 'ollama' : 'openai')) {
+    engine.relay({ method, path, body }, sink)
+    return
+  }
+  const controller = new AbortController()
+  sink.onAbort(() => controller.abort())
+  dispatch(engine, { method, path, body, signal: controller.signal }).then(
+    (reply) =>
+      sendReply(reply, sink).catch((err: unknown) =>
+        sink.fail(err instanceof Error ? err : new Error(String(err))),
+      ),
+    (err: unknown) => {
+      ctx.logger.warn({ err: isFabricError(err) ? err.message : String(err), path }, 'engine call failed')
+      sink.fail(err instanceof Error ? err : new Error(String(err)))
+    },
+  )
 }
 
 function noop(): void {}
 
 /**
- * A {@link ReplySink} over one HTTP/2 stream. Counts the request in flight until the answer
- * ends or the stream closes; holds small complete answers so headers and body go out together.
+ * A {@link ReplySink} for one request on a lane: the answer goes back as HEAD, DATA and END
+ * frames. Counts the request in flight until the answer ends or the lane closes; holds small
+ * complete answers so headers and body go out in one write.
  */
-class StreamSink implements ReplySink {
+class LaneSink implements ReplySink {
   readonly #stream: ServerHttp2Stream
   readonly #ctx: StreamHandlerContext
-  #held: { headers: Record<string, string | number>; chunks: Uint8Array[]; size: number } | undefined
+  #held: { status: number; headers: Record<string, string>; chunks: Uint8Array[]; size: number } | undefined
   #responded = false
   #finished = false
   #onAbort: (() => void)[] = []
+  #onDrain: (() => void)[] = []
 
   constructor(stream: ServerHttp2Stream, ctx: StreamHandlerContext) {
     this.#stream = stream
     this.#ctx = ctx
     ctx.inflight++
-    stream.once('close', () => {
-      if (this.#finished) return
-      this.#finish()
-      for (const fn of this.#onAbort) fn()
-    })
+  }
+
+  /** True once the answer ended, failed or was abandoned: the lane may take the next request. */
+  get finished(): boolean {
+    return this.#finished
   }
 
   respond(status: number, headers: Record<string, string>): void {
-    if (this.#finished) return
+    if (this.#finished || this.#responded) return
     this.#responded = true
-    const out = { [h2.HTTP2_HEADER_STATUS]: status, ...headers }
     const length = Number(headers['content-length'] ?? Number.NaN)
     // A small complete answer goes out as one write: cheaper, and a worker dying mid-answer
     // cannot leave the user with headers but no body.
-    if (length <= SMALL_BODY_BYTES) this.#held = { headers: out, chunks: [], size: 0 }
-    else this.#sendHeaders(out)
-  }
-
-  /** Sends headers; headers HTTP/2 refuses (invalid characters from an engine) fail this answer only. */
-  #sendHeaders(headers: Record<string, string | number>, endStream = false): boolean {
-    try {
-      this.#stream.respond(headers, { endStream })
-      return true
-    } catch (err) {
-      this.#ctx.logger.warn({ err: String(err) }, 'engine answer headers refused')
-      if (!this.#finished) this.#finish()
-      // Nobody will read the rest: stop the engine as if the requester had gone.
-      for (const fn of this.#onAbort) fn()
-      this.#stream.close(h2.NGHTTP2_INTERNAL_ERROR)
-      return false
-    }
+    if (length <= SMALL_BODY_BYTES) this.#held = { status, headers, chunks: [], size: 0 }
+    else this.#send(encodeLaneHead(status, headers))
   }
 
   write(chunk: Uint8Array): boolean {
@@ -143,7 +169,11 @@ class StreamSink implements ReplySink {
       held.size += chunk.length
       return true
     }
-    return this.#stream.write(chunk)
+    let ok = true
+    for (let at = 0; at < chunk.length; at += LANE_DATA_BYTES) {
+      ok = this.#send(encodeLaneData(chunk.subarray(at, at + LANE_DATA_BYTES)))
+    }
+    return ok
   }
 
   end(): void {
@@ -151,34 +181,48 @@ class StreamSink implements ReplySink {
     this.#finish()
     const held = this.#held
     if (held === undefined) {
-      this.#stream.end()
+      this.#send(LANE_END_FRAME)
       return
     }
     this.#held = undefined
-    if (held.size === 0) {
-      this.#sendHeaders(held.headers, true)
-      return
-    }
-    if (!this.#sendHeaders(held.headers)) return
-    this.#stream.end(held.chunks.length === 1 ? held.chunks[0] : Buffer.concat(held.chunks, held.size))
+    this.#send(encodeLaneAnswer(held.status, held.headers, held.chunks, held.size))
   }
 
   onDrain(fn: () => void): void {
-    this.#stream.once('drain', fn)
+    this.#onDrain.push(fn)
+  }
+
+  /** The lane can take more: wakes whoever waits to write. */
+  drained(): void {
+    const waiting = this.#onDrain
+    this.#onDrain = []
+    for (const fn of waiting) fn()
   }
 
   fail(err: Error): void {
     if (this.#finished) return
+    // Nothing sent yet: the server may retry on another worker.
+    const started = this.#responded && this.#held === undefined
     this.#finish()
     this.#ctx.logger.debug({ err: err.message }, 'answer failed')
-    // Nothing sent yet: REFUSED_STREAM tells the server it may retry on another worker.
-    this.#stream.close(
-      this.#responded && this.#held === undefined ? h2.NGHTTP2_INTERNAL_ERROR : h2.NGHTTP2_REFUSED_STREAM,
-    )
+    this.#send(encodeLaneFail(started ? LaneFailure.BROKEN : LaneFailure.REFUSED, err.message))
   }
 
   onAbort(fn: () => void): void {
     this.#onAbort.push(fn)
+  }
+
+  /** The lane closed before the answer ended: stop the engine. */
+  abort(): void {
+    if (this.#finished) return
+    this.#finish()
+    this.drained()
+    for (const fn of this.#onAbort) fn()
+  }
+
+  #send(frame: Buffer): boolean {
+    if (this.#stream.destroyed) return true
+    return this.#stream.write(frame)
   }
 
   #finish(): void {

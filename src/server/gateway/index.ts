@@ -4,13 +4,14 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http'
-import { createSecureServer, constants as h2 } from 'node:http2'
+import { createSecureServer } from 'node:http2'
 import type { KeyAuthenticator } from '../../auth/authenticator.js'
 import type { Principal } from '../../auth/principal.js'
 import { RateLimiter } from '../../auth/rate-limit.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
+import { encodeLaneRequest } from '../../protocol/lane.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
@@ -356,20 +357,15 @@ export class Gateway {
       } else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
       return
     }
-    const headers = {
-      [h2.HTTP2_HEADER_METHOD]: 'POST',
-      [h2.HTTP2_HEADER_PATH]: url,
-      'content-type': 'application/json',
-      'content-length': body.length,
-    }
+    const frame = encodeLaneRequest('POST', url, body)
     let tried: Set<WorkerSession> | undefined
     for (let attempt = 0; attempt < this.#maxAttempts; attempt++) {
       if (res.destroyed) return
       const worker = registry.pick(model, tried, principal.workers ?? undefined)
       if (worker === undefined) break
       const outcome = await relayToWorker(worker, res, {
-        headers,
-        body,
+        api,
+        frame,
         extraHeaders: limitHeaders,
         meter,
         firstByteMs: this.#firstByteMs,
