@@ -37,6 +37,7 @@ export function describeWorker(w: WorkerSession) {
     connectedAt: new Date(w.connectedAt).toISOString(),
     lastHeartbeatAt: new Date(w.lastHeartbeatAt).toISOString(),
     dataLinks: w.linkCount,
+    idleLanes: w.idleLanes,
     inflight: w.inflight,
     reportedInflight: w.reportedInflight,
     capacity: w.capacity,
