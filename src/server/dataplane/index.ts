@@ -36,9 +36,10 @@ export const DATA_LINK_SETTINGS = {
 
 /**
  * The proxy port. A worker dials in over TLS 1.3 (ALPN h2) and keeps the connection; the
- * server speaks HTTP/2 *as the client* over that socket, so each user request is one new
- * stream on a connection that already exists: no per-request set-up, no pairing round trip.
- * The link is bound to its worker by a token handed out on the control channel.
+ * server speaks HTTP/2 *as the client* over that socket, so each user request rides a stream
+ * (a lane, reused request after request; see routing/lanes.ts) on a connection that already
+ * exists: no per-request set-up, no pairing round trip. The link is bound to its worker by a
+ * token handed out on the control channel.
  */
 export class DataPlaneServer {
   readonly #options: DataPlaneServerOptions
