@@ -61,8 +61,8 @@ const log = (message: string): void => {
 }
 
 const USAGE = `Usage: node dist/bench/latency.js [--rounds N] [--warmup N] [--json]
-  --rounds N   measured rounds, one request per path each (default $BENCH_ROUNDS or 3000)
-  --warmup N   rounds sent first and not measured (default 2000)
+  --rounds N   measured rounds, one request per path each (default $BENCH_ROUNDS or 8000)
+  --warmup N   rounds sent first and not measured (default 5000)
   --json       print the results as JSON instead of a table
   env BENCH_CHILD_NODE_ARGS  extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
 `
@@ -77,7 +77,7 @@ function parseOptions(): BenchOptions {
   const { values } = parseArgs({
     options: {
       rounds: { type: 'string' },
-      warmup: { type: 'string', default: '2000' },
+      warmup: { type: 'string', default: '5000' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -92,7 +92,7 @@ function parseOptions(): BenchOptions {
     return n
   }
   return {
-    rounds: count(values.rounds ?? process.env['BENCH_ROUNDS'] ?? '3000', '--rounds'),
+    rounds: count(values.rounds ?? process.env['BENCH_ROUNDS'] ?? '8000', '--rounds'),
     warmupRounds: count(values.warmup, '--warmup'),
     json: values.json,
   }

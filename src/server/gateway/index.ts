@@ -13,7 +13,6 @@ import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import { encodeLaneRequest } from '../../protocol/lane.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
-import type { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
 import { presentedKey, sendJson } from '../http.js'
 import { closeServer, listen } from '../listen.js'
@@ -21,7 +20,7 @@ import type { RequestTracker } from '../request-log.js'
 import { type ApiFamily, sendError } from './errors.js'
 import { AnswerMeter } from './meter.js'
 import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
-import { relayToWorker } from './relay.js'
+import { Relay } from './relay.js'
 
 /** Inference routes forwarded to a worker, with their API family. */
 const FORWARDED: ReadonlyMap<string, ApiFamily> = new Map([
@@ -73,6 +72,7 @@ export class Gateway {
   /** Requests being answered (for a graceful stop). */
   #active = 0
   #drained: (() => void) | undefined
+  readonly #pick: WorkerRegistry['pick']
   readonly #onResponseClosed = () => {
     if (--this.#active === 0) this.#drained?.()
   }
@@ -83,6 +83,7 @@ export class Gateway {
     this.#maxAttempts = options.maxAttempts ?? LIMITS.maxAttemptsPerRequest
     this.#firstByteMs = options.firstByteTimeoutMs ?? TIMEOUTS.firstByteMs
     this.#idleMs = options.idleTimeoutMs ?? TIMEOUTS.idleMs
+    this.#pick = options.registry.pick.bind(options.registry)
     const handler = (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res)
     this.#server =
       options.tls === undefined
@@ -120,7 +121,7 @@ export class Gateway {
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
     this.#active++
-    res.once('close', this.#onResponseClosed)
+    res.on('close', this.#onResponseClosed)
     const url = req.url ?? '/'
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
@@ -266,11 +267,11 @@ export class Gateway {
     req.on('end', () => {
       if (aborted) return
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
-      this.#forward(res, url, api, body, principal).catch((err: unknown) => {
-        // A bug in one request must not take the server (and every other request) down.
-        this.#options.logger.error({ err: String(err) }, 'request failed unexpectedly')
-        sendError(res, api, ErrorCodes.INTERNAL, 'internal error')
-      })
+      try {
+        this.#forward(res, url, api, body, principal)
+      } catch (err) {
+        this.#failed(res, api, err)
+      }
     })
   }
 
@@ -282,13 +283,7 @@ export class Gateway {
     req.resume()
   }
 
-  async #forward(
-    res: ServerResponse,
-    url: string,
-    api: ApiFamily,
-    body: Buffer,
-    principal: Principal,
-  ): Promise<void> {
+  #forward(res: ServerResponse, url: string, api: ApiFamily, body: Buffer, principal: Principal): void {
     const model = modelOf(body)
     if (model === null) {
       sendError(res, api, ErrorCodes.BAD_REQUEST, 'request body is not valid JSON')
@@ -298,16 +293,24 @@ export class Gateway {
       sendError(res, api, ErrorCodes.MODEL_REQUIRED, "request body needs a 'model' string")
       return
     }
-    const { registry, rateLimiter } = this.#options
     if (principal.models !== null && !principal.models.has(model)) {
       sendError(res, api, ErrorCodes.FORBIDDEN, `this API key may not use model '${model}'`)
       return
     }
-    let limitHeaders: Record<string, string> | undefined
-    let meter: AnswerMeter | undefined
-    if (rateLimiter !== undefined && RateLimiter.applies(principal)) {
-      const admission = await rateLimiter.admit(principal).catch(() => undefined)
-      if (admission !== undefined) {
+    const { rateLimiter } = this.#options
+    if (rateLimiter === undefined || !RateLimiter.applies(principal)) {
+      this.#dispatch(res, url, api, body, principal, model, undefined)
+      return
+    }
+    rateLimiter
+      .admit(principal)
+      .catch(() => undefined)
+      .then((admission) => {
+        if (admission === undefined) {
+          // The shared limiter is out of reach: serve rather than refuse everyone.
+          this.#dispatch(res, url, api, body, principal, model, undefined)
+          return
+        }
         if (!admission.allowed) {
           const what = admission.limit === 'tokens' ? 'tokens' : 'requests'
           sendError(
@@ -319,9 +322,30 @@ export class Gateway {
           )
           return
         }
-        limitHeaders = admission.headers
-      }
-    }
+        this.#dispatch(res, url, api, body, principal, model, admission.headers)
+      })
+      .catch((err: unknown) => this.#failed(res, api, err))
+  }
+
+  /** A bug in one request must not take the server (and every other request) down. */
+  #failed(res: ServerResponse, api: ApiFamily, err: unknown): void {
+    this.#options.logger.error({ err: String(err) }, 'request failed unexpectedly')
+    if (!res.headersSent && !res.destroyed) sendError(res, api, ErrorCodes.INTERNAL, 'internal error')
+    else res.destroy()
+  }
+
+  /** Routes a checked request to a worker serving its model. */
+  #dispatch(
+    res: ServerResponse,
+    url: string,
+    api: ApiFamily,
+    body: Buffer,
+    principal: Principal,
+    model: string,
+    limitHeaders: Record<string, string> | undefined,
+  ): void {
+    const { registry, rateLimiter } = this.#options
+    let meter: AnswerMeter | undefined
     const tracker = this.#options.tracker
     const tracked =
       tracker !== undefined && principal.accessLevel === 'shared' && principal.keyId !== 'static'
@@ -345,9 +369,10 @@ export class Gateway {
         })
       })
     }
-    if (!registry.hasModel(model, principal.workers ?? undefined)) {
+    const allow = principal.workers ?? undefined
+    if (!registry.hasModel(model, allow)) {
       if (registry.size === 0) sendError(res, api, ErrorCodes.NO_WORKER, 'no worker is connected')
-      else if (principal.workers !== null && registry.hasModel(model)) {
+      else if (allow !== undefined && registry.hasModel(model)) {
         sendError(
           res,
           api,
@@ -357,27 +382,18 @@ export class Gateway {
       } else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
       return
     }
-    const frame = encodeLaneRequest('POST', url, body)
-    let tried: Set<WorkerSession> | undefined
-    for (let attempt = 0; attempt < this.#maxAttempts; attempt++) {
-      if (res.destroyed) return
-      const worker = registry.pick(model, tried, principal.workers ?? undefined)
-      if (worker === undefined) break
-      const outcome = await relayToWorker(worker, res, {
-        api,
-        frame,
-        extraHeaders: limitHeaders,
-        meter,
-        firstByteMs: this.#firstByteMs,
-        idleMs: this.#idleMs,
-      })
-      if (outcome === 'done') return
-      tried ??= new Set()
-      tried.add(worker)
-    }
-    sendError(res, api, ErrorCodes.NO_WORKER, `no worker serving '${model}' could take the request`, {
-      'retry-after': '1',
-    })
+    new Relay(res, {
+      api,
+      model,
+      frame: encodeLaneRequest('POST', url, body),
+      allow,
+      pick: this.#pick,
+      maxAttempts: this.#maxAttempts,
+      extraHeaders: limitHeaders,
+      meter,
+      firstByteMs: this.#firstByteMs,
+      idleMs: this.#idleMs,
+    }).start()
   }
 }
 

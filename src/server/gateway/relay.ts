@@ -1,18 +1,25 @@
 import type { ServerResponse } from 'node:http'
 import { ErrorCodes } from '../../errors/index.js'
-import type { LaneExchange } from '../../routing/lanes.js'
+import type { Lane, LaneExchange } from '../../routing/lanes.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import type { AnswerMeter } from './meter.js'
 
-/** Result of one try: the answer started ('done'), or failed before its first byte ('retry'). */
-export type Outcome = 'done' | 'retry'
-
-/** What one try needs besides the worker. */
+/** Everything one request's trip to the workers needs. */
 export interface RelayRequest {
   readonly api: ApiFamily
+  readonly model: string
   /** The request as one encoded lane REQUEST frame (built once for every try). */
   readonly frame: Buffer
+  /** Workers this request may use (a dedicated key's), or all. */
+  readonly allow: ReadonlySet<string> | undefined
+  /** Picks a worker serving the model, none of `tried`. */
+  readonly pick: (
+    model: string,
+    tried: Set<WorkerSession> | undefined,
+    allow?: ReadonlySet<string>,
+  ) => WorkerSession | undefined
+  readonly maxAttempts: number
   /** Headers added to the answer (rate-limit state). */
   readonly extraHeaders: Record<string, string> | undefined
   readonly meter: AnswerMeter | undefined
@@ -21,91 +28,129 @@ export interface RelayRequest {
 }
 
 /**
- * Sends a request to one worker on a lane (a reused HTTP/2 stream of its data link) and relays
- * the answer to `res` chunk by chunk, with backpressure both ways. Resolves 'retry' when the
- * try failed before any answer byte (safe to send elsewhere), 'done' once the answer has
- * started. A user who goes away cancels the lane; a worker that fails mid-answer ends it with
- * an explicit error.
+ * One request's trip to the workers: sends it on a lane (a reused HTTP/2 stream of a worker's
+ * data link) and relays the answer to `res` chunk by chunk, with backpressure both ways. A try
+ * that fails before any answer byte goes to another worker (up to `maxAttempts`); once the
+ * answer has started, a failure ends it with an explicit error, never a silent success. A user
+ * who goes away cancels the lane. One object per request, no promise: this is the hot path.
  */
-export function relayToWorker(worker: WorkerSession, res: ServerResponse, r: RelayRequest): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const lane = worker.lane()
-    if (lane === undefined) {
-      resolve('retry')
+export class Relay implements LaneExchange {
+  readonly #res: ServerResponse
+  readonly #r: RelayRequest
+  #tried: Set<WorkerSession> | undefined
+  #attempts = 0
+  #worker: WorkerSession | undefined
+  /** The lane of the try in flight; cleared when it ends, so late events cannot touch it. */
+  #lane: Lane | undefined
+  #contentType = ''
+  readonly #onClose = () => this.#lane?.cancel()
+  readonly #onDrain = () => this.#lane?.resume()
+
+  constructor(res: ServerResponse, r: RelayRequest) {
+    this.#res = res
+    this.#r = r
+  }
+
+  /** Starts the first try. */
+  start(): void {
+    this.#res.on('close', this.#onClose)
+    this.#res.on('drain', this.#onDrain)
+    this.#next()
+  }
+
+  #next(): void {
+    const res = this.#res
+    const r = this.#r
+    while (this.#attempts < r.maxAttempts && !res.destroyed) {
+      this.#attempts++
+      const worker = r.pick(r.model, this.#tried, r.allow)
+      if (worker === undefined) break
+      const lane = worker.lane()
+      if (lane === undefined) {
+        this.#skip(worker)
+        continue
+      }
+      this.#worker = worker
+      this.#lane = lane
+      worker.inflight++
+      lane.send(r.frame, this, r.firstByteMs, r.idleMs)
       return
     }
-    const { meter, extraHeaders } = r
-    worker.inflight++
-    let over = false
-    let contentType = ''
-    const onClientGone = () => {
-      if (!over) lane.cancel()
+    if (res.destroyed) return
+    sendError(res, r.api, ErrorCodes.NO_WORKER, `no worker serving '${r.model}' could take the request`, {
+      'retry-after': '1',
+    })
+  }
+
+  #skip(worker: WorkerSession): void {
+    this.#tried ??= new Set()
+    this.#tried.add(worker)
+  }
+
+  /** The try in flight is over: its lane is no longer ours. */
+  #settle(): WorkerSession {
+    const worker = this.#worker!
+    worker.inflight--
+    this.#lane = undefined
+    return worker
+  }
+
+  head(status: number, headers: string[]): void {
+    const { meter, extraHeaders } = this.#r
+    if (meter !== undefined) {
+      meter.status = status
+      meter.workerId = this.#worker!.clientId
     }
-    const onDrain = () => lane.resume()
-    res.once('close', onClientGone)
-    res.on('drain', onDrain)
-    const finish = () => {
-      over = true
-      worker.inflight--
-      res.off('close', onClientGone)
-      res.off('drain', onDrain)
+    let sized = false
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]
+      if (name === 'content-type') this.#contentType = headers[i + 1]!
+      else if (name === 'content-length') sized = true
     }
-    const exchange: LaneExchange = {
-      head(status, headers) {
-        if (meter !== undefined) {
-          meter.status = status
-          meter.workerId = worker.clientId
-        }
-        let sized = false
-        for (let i = 0; i < headers.length; i += 2) {
-          const name = headers[i]
-          if (name === 'content-type') contentType = headers[i + 1]!
-          else if (name === 'content-length') sized = true
-        }
-        if (extraHeaders !== undefined)
-          for (const name in extraHeaders) headers.push(name, extraHeaders[name]!)
-        resolve('done')
-        try {
-          res.writeHead(status, headers)
-        } catch {
-          // Headers the client cannot be sent (invalid characters from an engine): cut this answer only.
-          lane.cancel()
-          res.destroy()
-          return
-        }
-        // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
-        if (!sized) res.flushHeaders()
-      },
-      data(chunk, last) {
-        meter?.observe(chunk)
-        // A complete answer leaves with its end: one write to the user, no empty end() after it.
-        if (last) res.end(chunk)
-        else if (!res.write(chunk)) lane.pause()
-      },
-      end() {
-        finish()
-        meter?.finish()
-        if (!res.writableEnded) res.end()
-      },
-      fail(retryable, message) {
-        finish()
-        if (retryable) {
-          resolve('retry')
-          return
-        }
-        resolve('done')
-        meter?.finish()
-        if (res.destroyed || res.writableEnded) return
-        if (!res.headersSent) {
-          sendError(res, r.api, ErrorCodes.WORKER_FAILED, `the worker failed this request: ${message}`)
-          return
-        }
-        // The worker went away mid-answer: end with an explicit error, never a silent success.
-        const event = streamErrorEvent(contentType, 'the worker serving this request failed mid-response')
-        if (event === undefined) res.destroy()
-        else res.end(event)
-      },
+    if (extraHeaders !== undefined) for (const name in extraHeaders) headers.push(name, extraHeaders[name]!)
+    const res = this.#res
+    try {
+      res.writeHead(status, headers)
+    } catch {
+      // Headers the client cannot be sent (invalid characters from an engine): cut this answer only.
+      this.#lane?.cancel()
+      res.destroy()
+      return
     }
-    lane.send(r.frame, exchange, r.firstByteMs, r.idleMs)
-  })
+    // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
+    if (!sized) res.flushHeaders()
+  }
+
+  data(chunk: Buffer, last: boolean): void {
+    this.#r.meter?.observe(chunk)
+    // A complete answer leaves with its end: one write to the user, no empty end() after it.
+    if (last) this.#res.end(chunk)
+    else if (!this.#res.write(chunk)) this.#lane?.pause()
+  }
+
+  end(): void {
+    this.#settle()
+    this.#r.meter?.finish()
+    if (!this.#res.writableEnded) this.#res.end()
+  }
+
+  fail(retryable: boolean, message: string): void {
+    const worker = this.#settle()
+    if (retryable) {
+      this.#skip(worker)
+      this.#next()
+      return
+    }
+    this.#r.meter?.finish()
+    const res = this.#res
+    if (res.destroyed || res.writableEnded) return
+    if (!res.headersSent) {
+      sendError(res, this.#r.api, ErrorCodes.WORKER_FAILED, `the worker failed this request: ${message}`)
+      return
+    }
+    // The worker went away mid-answer: end with an explicit error, never a silent success.
+    const event = streamErrorEvent(this.#contentType, 'the worker serving this request failed mid-response')
+    if (event === undefined) res.destroy()
+    else res.end(event)
+  }
 }
