@@ -35,6 +35,7 @@ import type { AddressInfo } from 'node:net'
 import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls'
 import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
+import { LIMITS } from '../src/config/defaults.js'
 import { FrameDecoder } from '../src/protocol/frame.js'
 import {
   decodeLaneRequest,
@@ -159,10 +160,17 @@ async function runFront(port: number): Promise<void> {
 /** Serves one lane: each REQUEST becomes one engine request, answered whole in one write. */
 function serveLane(pool: Pool, stream: ServerHttp2Stream): void {
   stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200 })
-  const decoder = new FrameDecoder(16 * 1024 * 1024 + LANE_REQUEST_OVERHEAD_BYTES)
+  const decoder = new FrameDecoder(LIMITS.maxRequestBodyBytes + LANE_REQUEST_OVERHEAD_BYTES)
   stream.on('error', () => undefined)
   stream.on('data', (chunk: Buffer) => {
-    for (const frame of decoder.push(chunk)) {
+    let frames: ReturnType<FrameDecoder['push']>
+    try {
+      frames = decoder.push(chunk)
+    } catch {
+      stream.close(h2.NGHTTP2_PROTOCOL_ERROR)
+      return
+    }
+    for (const frame of frames) {
       const request = frame.type === LaneFrame.REQUEST ? decodeLaneRequest(frame.payload) : undefined
       if (request === undefined) {
         stream.close(h2.NGHTTP2_PROTOCOL_ERROR)

@@ -44,10 +44,11 @@ export async function resolveAdminKey(options: {
   const stored = await options.store?.getSetting(SETTING).catch(() => undefined)
   if (stored !== undefined) return { auth: new AdminAuth(stored) }
   const file = join(options.dataDir, 'admin-key')
-  if (existsSync(file)) {
-    const key = readFileSync(file, 'utf8').trim()
-    await options.store?.setSetting(SETTING, hashKey(key)).catch(() => undefined)
-    return { auth: AdminAuth.forKey(key) }
+  const saved = existsSync(file) ? readFileSync(file, 'utf8').trim() : ''
+  // An empty file would make '' the admin key: treat it as absent and create a new key.
+  if (saved.length > 0) {
+    await options.store?.setSetting(SETTING, hashKey(saved)).catch(() => undefined)
+    return { auth: AdminAuth.forKey(saved) }
   }
   const key = `gpufadmin_${randomBytes(24).toString('base64url')}`
   await mkdir(options.dataDir, { recursive: true })

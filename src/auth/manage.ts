@@ -1,6 +1,7 @@
 import { ErrorCodes, FabricError } from '../errors/index.js'
 import type { AccessLevel, KeyKind, KeyRecord, Store } from '../store/index.js'
 import { mintKey } from './keys.js'
+import { DEFAULT_USER } from './workers.js'
 
 /** What a caller (CLI or API) asks for when creating a key. */
 export interface CreateKeyInput {
@@ -64,7 +65,7 @@ export class KeyManager {
         throw new FabricError(ErrorCodes.BAD_REQUEST, `${label} must be a positive integer`)
       }
     }
-    const user = await this.#store.ensureUser(input.user ?? 'default')
+    const user = await this.#store.ensureUser(input.user ?? DEFAULT_USER)
     const minted = mintKey(kind)
     const record = await this.#store.createKey({
       prefix: minted.prefix,
@@ -107,7 +108,7 @@ export class KeyManager {
     const user = await this.#store.getUser(old.userId)
     const created = await this.create({
       kind: old.kind,
-      user: user?.name ?? 'default',
+      user: user?.name ?? DEFAULT_USER,
       name: old.name,
       accessLevel: old.accessLevel,
       workerIds: old.workerIds,

@@ -10,8 +10,9 @@ export interface Cache {
   set(key: string, value: string, ttlMs: number): Promise<void>
   delete(key: string): Promise<void>
   /**
-   * Tells every server sharing this cache (this one included) that `key` changed: their
-   * in-process copies must go. Delivered within a second while the cache is up.
+   * Drops `key` from the cache and tells every server sharing it (this one included) that
+   * `key` changed: their in-process copies must go. Delivered within a second while the
+   * cache is up.
    */
   publishInvalidation(key: string): Promise<void>
   /** Subscribes to invalidations; returns an unsubscribe function. */

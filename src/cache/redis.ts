@@ -62,10 +62,8 @@ const TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN
 function unavailable(operation: string, err: unknown): FabricError {
   const reason = err instanceof Error ? err.message : String(err)
   const retryable = !(err instanceof ReplyError) || TRANSIENT_REPLY.test(reason)
-  return new FabricError(ErrorCodes.CACHE_UNAVAILABLE, `redis ${operation} failed: ${reason}`, {
-    cause: err,
-    retryable,
-  })
+  // No `cause`: ioredis errors carry the failed command's arguments (values, the AUTH password).
+  return new FabricError(ErrorCodes.CACHE_UNAVAILABLE, `redis ${operation} failed: ${reason}`, { retryable })
 }
 
 /** {@link Cache} on Redis, shared by every server that uses the same Redis and namespace. */
@@ -204,7 +202,8 @@ export class RedisCache implements Cache {
       },
       (err: unknown) => {
         // The connection dropped meanwhile; the next 'ready' tries again.
-        this.#logger.debug({ err }, 'redis cache: subscribing to invalidations failed')
+        const reason = err instanceof Error ? err.message : String(err)
+        this.#logger.debug({ reason }, 'redis cache: subscribing to invalidations failed')
       },
     )
   }
@@ -214,8 +213,11 @@ export class RedisCache implements Cache {
     let down = false
     connection.on('error', (err: Error) => {
       if (this.#closed) return
-      if (down) this.#logger.debug({ err, role }, 'redis cache still unavailable')
-      else this.#logger.warn({ err, role }, 'redis cache unavailable; reconnecting')
+      // Only the message: ioredis hangs the failed command on its errors, and for AUTH its
+      // arguments are the password.
+      const reason = err.message
+      if (down) this.#logger.debug({ reason, role }, 'redis cache still unavailable')
+      else this.#logger.warn({ reason, role }, 'redis cache unavailable; reconnecting')
       down = true
     })
     connection.on('ready', () => {

@@ -3,36 +3,48 @@ import type { Command } from 'commander'
 import { invalidateKeyInCache } from '../auth/authenticator.js'
 import { KeyManager, publicKeyView } from '../auth/manage.js'
 import { type Cache, createCache } from '../cache/index.js'
-import { defaultDataDir } from '../config/index.js'
+import { defaultDataDir, resolveOptions } from '../config/index.js'
 import { ErrorCodes, FabricError } from '../errors/index.js'
 import { createStore, type Store } from '../store/index.js'
+import { SERVER_OPTIONS } from './options.js'
 
 /** Where the CLI finds the database (and the cache to tell about revocations). */
 interface StoreFlags {
   dataDir?: string
   databaseUrl?: string
   redisUrl?: string
+  config?: string
   json?: boolean
 }
 
-/** Opens the store the server uses: `--database-url`/`DATABASE_URL`, else SQLite in the data dir. */
-export async function openStoreFromFlags(flags: StoreFlags): Promise<Store> {
-  const dataDir = flags.dataDir ?? defaultDataDir()
-  const store = await createStore({
-    databaseUrl: flags.databaseUrl ?? process.env['DATABASE_URL'],
-    sqlitePath: join(dataDir, 'gpufabric.db'),
-  })
-  await store.migrate()
-  return store
+/**
+ * The server's database and cache, found as the server finds them: flag, then environment
+ * (`DATABASE_URL`/`GPUF_DATABASE_URL`, `REDIS_URL`/`GPUF_REDIS_URL`, `GPUF_DATA_DIR`), then
+ * the config file (`--config`/`GPUF_CONFIG`), then the defaults.
+ */
+function storeLocation(flags: StoreFlags): { dataDir: string; databaseUrl?: string; redisUrl?: string } {
+  const o = resolveOptions(SERVER_OPTIONS, flags as Record<string, unknown>)
+  return {
+    dataDir: (o['dataDir'] as string | undefined) ?? defaultDataDir(),
+    ...(o['databaseUrl'] === undefined ? {} : { databaseUrl: o['databaseUrl'] as string }),
+    ...(o['redisUrl'] === undefined ? {} : { redisUrl: o['redisUrl'] as string }),
+  }
+}
+
+/** Opens the store the server uses: its PostgreSQL URL, else the SQLite file in its data dir. */
+async function openStore(flags: StoreFlags): Promise<Store> {
+  const where = storeLocation(flags)
+  return createStore({ databaseUrl: where.databaseUrl, sqlitePath: join(where.dataDir, 'gpufabric.db') })
 }
 
 async function withManager<T>(flags: StoreFlags, fn: (manager: KeyManager) => Promise<T>): Promise<T> {
-  const store = await openStoreFromFlags(flags)
-  const redisUrl = flags.redisUrl ?? process.env['REDIS_URL']
+  const store = await openStore(flags)
+  await store.migrate()
+  const { redisUrl } = storeLocation(flags)
   let cache: Cache | undefined
   if (redisUrl !== undefined) cache = await createCache({ redisUrl })
   const manager = new KeyManager(store, async (record) => {
-    // Servers also poll the database for revocations each second; telling Redis is quicker.
+    // Servers also poll the database for revocations (every 500 ms); telling Redis is quicker.
     if (cache !== undefined) await invalidateKeyInCache(cache, record.prefix).catch(() => undefined)
   })
   try {
@@ -68,6 +80,7 @@ function storeOptions(command: Command): Command {
     .option('--data-dir <dir>', 'data directory of the SQLite database (default ~/.gpufabric)')
     .option('--database-url <url>', 'PostgreSQL URL [env DATABASE_URL]')
     .option('--redis-url <url>', 'Redis URL, to tell every server about revocations at once [env REDIS_URL]')
+    .option('--config <file>', "the server's config file")
     .option('--json', 'print JSON for scripts')
 }
 
@@ -171,13 +184,10 @@ export function addKeyCommands(
     .description('apply pending schema migrations')
     .option('--data-dir <dir>', 'data directory of the SQLite database (default ~/.gpufabric)')
     .option('--database-url <url>', 'PostgreSQL URL [env DATABASE_URL]')
+    .option('--config <file>', "the server's config file")
     .action(
       action(async (flags: Record<string, unknown>) => {
-        const dataDir = (flags['dataDir'] as string | undefined) ?? defaultDataDir()
-        const store = await createStore({
-          databaseUrl: (flags['databaseUrl'] as string | undefined) ?? process.env['DATABASE_URL'],
-          sqlitePath: join(dataDir, 'gpufabric.db'),
-        })
+        const store = await openStore(flags as StoreFlags)
         try {
           const applied = await store.migrate()
           process.stdout.write(

@@ -73,15 +73,21 @@ export function addMonitorCommand(
     .command('monitor')
     .description('watch the connected workers (from the management API)')
     .option('--api-url <url>', 'management API', `http://127.0.0.1:${DEFAULT_PORTS.api}`)
-    .option('--admin-key <key>', 'admin key [env ADMIN_KEY]')
+    .option('--admin-key <key>', 'admin key [env ADMIN_KEY, GPUF_ADMIN_KEY]')
     .option('--interval <seconds>', 'refresh interval', '2')
     .option('--once', 'print once and exit')
     .option('--json', 'print the workers as JSON once and exit')
     .action(
       action(async (flags) => {
-        const adminKey = (flags['adminKey'] as string | undefined) ?? process.env['ADMIN_KEY']
+        const adminKey =
+          (flags['adminKey'] as string | undefined) ??
+          process.env['ADMIN_KEY'] ??
+          process.env['GPUF_ADMIN_KEY']
         if (adminKey === undefined)
-          throw new FabricError(ErrorCodes.CONFIG, 'the monitor needs --admin-key (or ADMIN_KEY)')
+          throw new FabricError(
+            ErrorCodes.CONFIG,
+            'the monitor needs --admin-key (or ADMIN_KEY / GPUF_ADMIN_KEY)',
+          )
         const url = String(flags['apiUrl']).replace(/\/$/, '')
         if (flags['json'] === true) {
           process.stdout.write(`${JSON.stringify(await fetchWorkers(url, adminKey), null, 2)}\n`)

@@ -42,13 +42,11 @@ export async function startServerFromFlags(
     name: 'gpufabric-server',
     ...(logDestination === undefined ? {} : { destination: logDestination }),
   })
-  for (const unused of ['databaseUrl', 'redisUrl', 'bootstrapServer'] as const) {
-    if (o[unused] !== undefined) {
-      logger.warn(
-        { option: unused },
-        'option accepted but not used yet by this version: embedded defaults are in use',
-      )
-    }
+  if (o['bootstrapServer'] !== undefined) {
+    logger.warn(
+      { option: 'bootstrapServer' },
+      'option accepted but not used yet by this version: the message bus is not built yet',
+    )
   }
   const cert = await loadOrCreateCertificate({
     dataDir,
@@ -105,7 +103,9 @@ export async function startServerFromFlags(
     keyAuthenticator: new KeyAuthenticator({
       staticKeys: apiKeys,
       store: infra.store,
-      cache: infra.cache,
+      // Without Redis there is nothing shared to cache keys in: the authenticator's own
+      // in-process entries are the only layer.
+      cache: infra.cache === infra.localCache ? undefined : infra.cache,
       logger: logger.child({ component: 'keys' }),
       localTtlMs: o['keyCacheMs'] as number,
     }),
@@ -173,7 +173,10 @@ async function openInfrastructure(
   const stopMigrating = await migrateWhenReachable(store, logger)
   const localCache = await createCache({})
   const redisUrl = o['redisUrl'] as string | undefined
-  const cache = redisUrl === undefined ? localCache : await createCache({ redisUrl })
+  const cache =
+    redisUrl === undefined
+      ? localCache
+      : await createCache({ redisUrl }, { logger: logger.child({ component: 'cache' }) })
   const admin = await resolveAdminKey({ given: o['adminKey'] as string | undefined, store, dataDir })
   return {
     store,

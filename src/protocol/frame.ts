@@ -20,11 +20,19 @@ export interface Frame {
 /** Encodes one frame. */
 export function encodeFrame(type: number, payload: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length)
-  out.writeUInt32BE(payload.length + 2, 0)
-  out[4] = PROTOCOL_VERSION
-  out[5] = type
-  out.set(payload, FRAME_HEADER_BYTES)
+  out.set(payload, writeFrameHeader(out, 0, type, payload.length))
   return out
+}
+
+/**
+ * Writes the header of a frame with a `payloadBytes` payload at `at`, for callers that build
+ * the payload in place; returns where the payload starts.
+ */
+export function writeFrameHeader(out: Buffer, at: number, type: number, payloadBytes: number): number {
+  out.writeUInt32BE(payloadBytes + 2, at)
+  out[at + 4] = PROTOCOL_VERSION
+  out[at + 5] = type
+  return at + FRAME_HEADER_BYTES
 }
 
 /**

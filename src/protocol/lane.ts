@@ -1,4 +1,4 @@
-import { encodeFrame, FRAME_HEADER_BYTES, PROTOCOL_VERSION } from './frame.js'
+import { encodeFrame, FRAME_HEADER_BYTES, writeFrameHeader } from './frame.js'
 
 /**
  * Lanes: long-lived HTTP/2 streams on a data link that carry one request at a time.
@@ -58,13 +58,17 @@ export function encodeLaneRequest(method: string, path: string, body: Uint8Array
   const methodBytes = Buffer.byteLength(method, 'latin1')
   const pathBytes = Buffer.byteLength(path)
   if (methodBytes > 255 || pathBytes > 65_535) throw new RangeError('method or path too long for a lane')
-  const payload = Buffer.allocUnsafe(3 + methodBytes + pathBytes + body.length)
-  payload[0] = methodBytes
-  payload.write(method, 1, 'latin1')
-  payload.writeUInt16BE(pathBytes, 1 + methodBytes)
-  payload.write(path, 3 + methodBytes)
-  payload.set(body, 3 + methodBytes + pathBytes)
-  return encodeFrame(LaneFrame.REQUEST, payload)
+  const payloadBytes = 3 + methodBytes + pathBytes + body.length
+  // Header and payload built in one buffer: the body (up to the body limit) is copied once.
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes)
+  let at = writeFrameHeader(out, 0, LaneFrame.REQUEST, payloadBytes)
+  out[at] = methodBytes
+  out.write(method, at + 1, 'latin1')
+  at += 1 + methodBytes
+  out.writeUInt16BE(pathBytes, at)
+  out.write(path, at + 2)
+  out.set(body, at + 2 + pathBytes)
+  return out
 }
 
 /** Decodes a REQUEST payload; `undefined` when it is malformed. */
@@ -108,9 +112,10 @@ function writeHead(out: Buffer, at: number, status: number, headers: Record<stri
 }
 
 export function encodeLaneHead(status: number, headers: Record<string, string>): Buffer {
-  const payload = Buffer.allocUnsafe(headBytes(headers))
-  writeHead(payload, 0, status, headers)
-  return encodeFrame(LaneFrame.HEAD, payload)
+  const payloadBytes = headBytes(headers)
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes)
+  writeHead(out, writeFrameHeader(out, 0, LaneFrame.HEAD, payloadBytes), status, headers)
+  return out
 }
 
 /** A decoded HEAD: the status and the headers as a flat `[name, value, ...]` list. */
@@ -140,14 +145,6 @@ export function decodeLaneHead(payload: Buffer): LaneHead | undefined {
   return { status, headers }
 }
 
-/** Writes a frame header for a payload of `length` bytes at `at`; returns where the payload goes. */
-function frameHeader(out: Buffer, at: number, type: number, length: number): number {
-  out.writeUInt32BE(length + 2, at)
-  out[at + 4] = PROTOCOL_VERSION
-  out[at + 5] = type
-  return at + FRAME_HEADER_BYTES
-}
-
 /**
  * A whole small answer as HEAD, DATA (when there is a body) and END frames in one buffer, so
  * it leaves the worker in one write.
@@ -160,15 +157,15 @@ export function encodeLaneAnswer(
 ): Buffer {
   const head = headBytes(headers)
   const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES * (size > 0 ? 3 : 2) + head + size)
-  let at = writeHead(out, frameHeader(out, 0, LaneFrame.HEAD, head), status, headers)
+  let at = writeHead(out, writeFrameHeader(out, 0, LaneFrame.HEAD, head), status, headers)
   if (size > 0) {
-    at = frameHeader(out, at, LaneFrame.DATA, size)
+    at = writeFrameHeader(out, at, LaneFrame.DATA, size)
     for (const chunk of chunks) {
       out.set(chunk, at)
       at += chunk.length
     }
   }
-  frameHeader(out, at, LaneFrame.END, 0)
+  writeFrameHeader(out, at, LaneFrame.END, 0)
   return out
 }
 
@@ -179,11 +176,13 @@ export function encodeLaneData(chunk: Uint8Array): Buffer {
 export const LANE_END_FRAME: Buffer = encodeFrame(LaneFrame.END, new Uint8Array(0))
 
 export function encodeLaneFail(reason: LaneFailure, message: string): Buffer {
-  const text = Buffer.from(message.slice(0, 1024))
-  const payload = Buffer.allocUnsafe(1 + text.length)
-  payload[0] = reason
-  payload.set(text, 1)
-  return encodeFrame(LaneFrame.FAIL, payload)
+  const text = message.slice(0, 1024)
+  const payloadBytes = 1 + Buffer.byteLength(text)
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes)
+  const at = writeFrameHeader(out, 0, LaneFrame.FAIL, payloadBytes)
+  out[at] = reason
+  out.write(text, at + 1)
+  return out
 }
 
 export function decodeLaneFail(payload: Buffer): { reason: LaneFailure; message: string } {

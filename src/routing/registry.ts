@@ -35,11 +35,16 @@ export class WorkerRegistry {
     this.#index(session)
   }
 
-  /** Removes a session (only if it is still the current one for its client id). */
-  remove(session: WorkerSession): void {
-    if (this.#byClientId.get(session.clientId) === session) this.#byClientId.delete(session.clientId)
+  /**
+   * Drops a session. Returns false when it was no longer the worker's current session (a new
+   * login with the same client id replaced it), so the worker is still connected.
+   */
+  remove(session: WorkerSession): boolean {
+    const current = this.#byClientId.get(session.clientId) === session
+    if (current) this.#byClientId.delete(session.clientId)
     if (this.#byDataToken.get(session.dataToken) === session) this.#byDataToken.delete(session.dataToken)
     this.#unindex(session)
+    return current
   }
 
   /** Replaces a session's model list. */

@@ -152,10 +152,16 @@ export class FabricServer {
   async start(): Promise<FabricPorts> {
     this.#keys.start()
     this.#tracker?.start()
-    this.ports.control = await this.#control.start()
-    this.ports.proxy = await this.#dataplane.start()
-    this.ports.public = await this.#gateway.start()
-    this.ports.api = await this.#api.start()
+    try {
+      this.ports.control = await this.#control.start()
+      this.ports.proxy = await this.#dataplane.start()
+      this.ports.public = await this.#gateway.start()
+      this.ports.api = await this.#api.start()
+    } catch (err) {
+      // A port that cannot be bound (in use): release what did start, timers included.
+      await this.#stopServing(0)
+      throw err
+    }
     this.#logger.info({ ports: this.ports }, 'fabric server listening')
     return this.ports
   }
@@ -176,10 +182,14 @@ export class FabricServer {
    * worker connection closes.
    */
   async stop(options: { drainMs?: number } = {}): Promise<void> {
-    await Promise.allSettled([this.#gateway.stop(options.drainMs ?? 0), this.#api.stop()])
+    await this.#stopServing(options.drainMs ?? 0)
+    for (const fn of this.#onStopped.splice(0)) await fn().catch(() => undefined)
+  }
+
+  async #stopServing(drainMs: number): Promise<void> {
+    await Promise.allSettled([this.#gateway.stop(drainMs), this.#api.stop()])
     await Promise.allSettled([this.#control.stop(), this.#dataplane.stop()])
     this.#keys.stop()
     await this.#tracker?.stop()
-    for (const fn of this.#onStopped.splice(0)) await fn().catch(() => undefined)
   }
 }

@@ -36,11 +36,6 @@ export class RequestTracker {
     this.#maxQueue = options.maxQueue ?? 20_000
   }
 
-  /** Rows waiting to be written. */
-  get pending(): number {
-    return this.#queue.length
-  }
-
   start(): void {
     this.#timer = setInterval(() => void this.flush(), this.#options.flushMs ?? 1_000)
     this.#timer.unref()

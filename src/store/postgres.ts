@@ -22,10 +22,14 @@ import {
   clampLimit,
   closedError,
   type DailyStatsRecord,
+  KEY_COLUMNS,
   newId,
+  REQUEST_COLUMNS,
   requestRowValues,
   type StoreTelemetry,
   sinceMs,
+  WORKER_COLUMNS,
+  wholeOrNull,
 } from './shared.js'
 
 /** Options of the PostgreSQL adapter. Defaults are the exported `PG_*` constants. */
@@ -52,14 +56,6 @@ export const PG_CONNECT_TIMEOUT_MS = 2_000
 export const PG_STATEMENT_TIMEOUT_MS = 5_000
 /** Client-side read timeout: catches a server that stopped answering without closing the socket. */
 const PG_QUERY_TIMEOUT_MS = 10_000
-
-const KEY_COLUMNS =
-  'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
-const WORKER_COLUMNS =
-  'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
-
-const REQUEST_COLUMNS =
-  'id, at, key_id, user_id, model, worker_id, path, status, duration_ms, prompt_tokens, completion_tokens, total_tokens'
 
 /** Every statement of the adapter, by name (also the prepared statement's name). */
 const SQL = {
@@ -235,7 +231,6 @@ interface RequestRow {
 }
 
 const int8 = (value: Int8 | null): number | null => (value === null ? null : Number(value))
-const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
 
 function toUser(row: UserRow): UserRecord {
   return { id: row.id, name: row.name, createdAt: row.created_at }

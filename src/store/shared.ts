@@ -6,6 +6,14 @@ import { randomBytes } from 'node:crypto'
 import { ErrorCodes, FabricError } from '../errors/index.js'
 import type { HeartbeatRecord, RequestLogRecord } from './index.js'
 
+/** Column lists both dialects select (the schemas in migrations.ts share the names). */
+export const KEY_COLUMNS =
+  'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
+export const WORKER_COLUMNS =
+  'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
+export const REQUEST_COLUMNS =
+  'id, at, key_id, user_id, model, worker_id, path, status, duration_ms, prompt_tokens, completion_tokens, total_tokens'
+
 /** A new public id: `prefix` and 16 random hex characters (64 bits), e.g. `key_3f9a…`. */
 export function newId(prefix: 'key' | 'usr'): string {
   return `${prefix}_${randomBytes(8).toString('hex')}`
@@ -51,6 +59,9 @@ export function clampLimit(limit: number | undefined, fallback = 100, max = 10_0
   return Math.max(0, Math.min(max, Math.trunc(limit)))
 }
 
+/** A number rounded to a whole one; null and undefined become null. */
+export const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
+
 const isInt32 = (n: number): boolean => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
 
 /** A request-log row as both adapters bind it: `at` in epoch ms, absent optionals as null. */
@@ -69,9 +80,8 @@ export function requestRowValues(row: Omit<RequestLogRecord, 'id'>, index: numbe
   if (!isInt32(row.status)) throw bad(`status ${String(row.status)} is not a 32-bit integer`)
   if (!Number.isFinite(row.durationMs)) throw bad(`durationMs ${String(row.durationMs)} is not finite`)
   const tokens = (name: string, n: number | null | undefined): number | null => {
-    if (n == null) return null
-    const whole = Math.round(n)
-    if (!isInt32(whole)) throw bad(`${name} ${String(n)} is not a 32-bit integer`)
+    const whole = wholeOrNull(n)
+    if (whole !== null && !isInt32(whole)) throw bad(`${name} ${String(n)} is not a 32-bit integer`)
     return whole
   }
   return {

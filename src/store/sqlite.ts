@@ -23,12 +23,16 @@ import {
   clampLimit,
   closedError,
   type DailyStatsRecord,
+  KEY_COLUMNS,
   newId,
+  REQUEST_COLUMNS,
   type RequestRowValues,
   requestRowValues,
   type StoreTelemetry,
   sinceMs,
   utcDay,
+  WORKER_COLUMNS,
+  wholeOrNull,
 } from './shared.js'
 
 /** Options of the SQLite adapter. */
@@ -44,13 +48,6 @@ export interface SqliteStoreOptions {
 /** Default for `busyTimeoutMs`. */
 export const SQLITE_BUSY_TIMEOUT_MS = 5_000
 
-const KEY_COLUMNS =
-  'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
-const WORKER_COLUMNS =
-  'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
-
-const REQUEST_COLUMNS =
-  'id, at, key_id, user_id, model, worker_id, path, status, duration_ms, prompt_tokens, completion_tokens, total_tokens'
 /** Bound parameters per request-log row (every column but `id`). */
 const REQUEST_PARAMS = 11
 /**
@@ -221,7 +218,6 @@ const NO_LOWER_BOUND_MS = Number.MIN_SAFE_INTEGER
 
 const toDate = (ms: number | null): Date | null => (ms === null ? null : new Date(ms))
 const toMs = (date: Date | null | undefined): number | null => (date == null ? null : date.getTime())
-const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
 
 function toUser(row: UserRow): UserRecord {
   return { id: row.id, name: row.name, createdAt: new Date(row.created_at) }
@@ -313,15 +309,19 @@ export class SqliteStore implements Store, StoreTelemetry {
 
   constructor(options: SqliteStoreOptions) {
     this.#onQuery = options.onQuery
+    let db: Database.Database | undefined
     try {
       if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true })
-      this.#db = new Database(options.path)
+      db = new Database(options.path)
       // WAL: readers never block the writer; NORMAL sync is durable across app crashes in WAL mode.
-      this.#db.pragma('journal_mode = WAL')
-      this.#db.pragma('synchronous = NORMAL')
-      this.#db.pragma(`busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? SQLITE_BUSY_TIMEOUT_MS)}`)
-      this.#db.pragma('foreign_keys = ON')
+      db.pragma('journal_mode = WAL')
+      db.pragma('synchronous = NORMAL')
+      db.pragma(`busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? SQLITE_BUSY_TIMEOUT_MS)}`)
+      db.pragma('foreign_keys = ON')
+      this.#db = db
     } catch (err) {
+      // Opened but unusable (not a database, read-only directory): do not keep the handle.
+      db?.close()
       throw new FabricError(ErrorCodes.STORE_UNAVAILABLE, `cannot open SQLite database ${options.path}`, {
         cause: err,
       })

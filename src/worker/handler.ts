@@ -17,7 +17,7 @@ import {
   LaneFrame,
 } from '../protocol/lane.js'
 import { BIND_PATH, DATA_TOKEN_HEADER } from '../server/dataplane/index.js'
-import type { Engine, EngineCall, EngineReply, ReplySink } from './engines/types.js'
+import type { Engine, EngineApi, EngineCall, EngineReply, ReplySink } from './engines/types.js'
 import { callOllamaOverOpenAI } from './translate/ollama.js'
 
 /** What the stream handler needs from the agent. */
@@ -36,10 +36,14 @@ export interface StreamHandlerContext {
 /** Non-streamed answers up to this size leave the worker in one write. */
 const SMALL_BODY_BYTES = 64 * 1024
 
+/** The API family a request path belongs to: Ollama's `/api/*` or OpenAI's. */
+function apiOf(path: string): EngineApi {
+  return path.startsWith('/api/') ? 'ollama' : 'openai'
+}
+
 /** Sends a request to the engine in its own API, translating Ollama's API when the engine lacks it. */
 export function dispatch(engine: Engine, call: EngineCall): Promise<EngineReply> {
-  const api = call.path.startsWith('/api/') ? 'ollama' : 'openai'
-  if (engine.apis.has(api)) return engine.call(call)
+  if (engine.apis.has(apiOf(call.path))) return engine.call(call)
   return callOllamaOverOpenAI(engine, call)
 }
 
@@ -106,7 +110,7 @@ function serveLane(stream: ServerHttp2Stream, ctx: StreamHandlerContext, maxFram
 /** Hands one request to the engine, translating Ollama's API when the engine lacks it. */
 function serve(ctx: StreamHandlerContext, method: string, path: string, body: Buffer, sink: LaneSink): void {
   const { engine } = ctx
-  if (engine.relay !== undefined && engine.apis.has(path.startsWith('/api/') ? 'ollama' : 'openai')) {
+  if (engine.relay !== undefined && engine.apis.has(apiOf(path))) {
     engine.relay({ method, path, body }, sink)
     return
   }
@@ -250,10 +254,8 @@ async function sendReply(reply: EngineReply, sink: ReplySink): Promise<void> {
       const next = await iterator.next()
       if (next.done || aborted) break
       if (!sink.write(next.value)) {
-        await new Promise<void>((resolve) => {
-          sink.onDrain(resolve)
-          sink.onAbort(resolve)
-        })
+        // An abort wakes drain waiters too (LaneSink.abort), then `aborted` ends the loop.
+        await new Promise<void>((resolve) => sink.onDrain(resolve))
       }
     }
     if (!aborted) sink.end()

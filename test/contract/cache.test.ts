@@ -15,6 +15,7 @@ import {
   RedisCache,
 } from '../../src/cache/index.js'
 import { ErrorCodes, isFabricError } from '../../src/errors/index.js'
+import { waitFor } from '../helpers/fabric.js'
 import { type ManagedService, startRedis, unavailable } from '../helpers/services.js'
 
 /** How an adapter's caches are made for the contract. */
@@ -35,14 +36,6 @@ const ODD_KEYS = [
   'gpuf:c:nested',
   'nul\u0000byte',
 ]
-
-async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = performance.now() + timeoutMs
-  while (!condition()) {
-    if (performance.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(10)
-  }
-}
 
 const isUnavailable = (err: unknown): boolean =>
   isFabricError(err, ErrorCodes.CACHE_UNAVAILABLE) && err.retryable

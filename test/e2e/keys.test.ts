@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -283,5 +283,23 @@ describe('gpufabric keys (CLI) on the data dir the server uses', () => {
     )
     assert.ok(rotated.key.startsWith('gpuf_'))
     assert.match(cli('db', 'migrate').out, /schema up to date/)
+  })
+
+  test("finds the server's database through the server's config file and environment, as the server does", async () => {
+    const config = join(dataDir, 'server.json')
+    writeFileSync(config, JSON.stringify({ 'data-dir': dataDir, 'api-port': 0 }))
+    const bare = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+      const r = spawnSync(process.execPath, [CLI, ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, ...env },
+      })
+      return { status: r.status, out: r.stdout, err: r.stderr }
+    }
+    const viaConfig = bare(['keys', 'create', '--name', 'from-config', '--json', '--config', config])
+    assert.equal(viaConfig.status, 0, viaConfig.err)
+    assert.equal((await modelsWith(server, JSON.parse(viaConfig.out).key)).status, 200)
+    const viaEnv = bare(['keys', 'create', '--name', 'from-env', '--json'], { GPUF_DATA_DIR: dataDir })
+    assert.equal(viaEnv.status, 0, viaEnv.err)
+    assert.equal((await modelsWith(server, JSON.parse(viaEnv.out).key)).status, 200)
   })
 })

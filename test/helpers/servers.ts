@@ -36,7 +36,8 @@ export async function startWiredServer(flags: Record<string, unknown> = {}): Pro
       apiKey: [STATIC_KEY],
       adminKey: ADMIN_KEY,
       workerToken: SHARED_WORKER_TOKEN,
-      logLevel: 'info',
+      // Debug: the secret checks then read every line a server can write.
+      logLevel: 'debug',
       pingIntervalMs: 500,
       pingDeadlineMs: 2000,
       ...flags,

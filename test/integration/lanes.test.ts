@@ -22,6 +22,7 @@ import {
   LaneFrame,
 } from '../../src/protocol/lane.js'
 import { type Lane, type LaneExchange, LaneLink } from '../../src/routing/lanes.js'
+import { waitFor } from '../helpers/fabric.js'
 
 /**
  * The server's end of lanes against a scripted worker: each request's path picks what the
@@ -165,14 +166,15 @@ test('a refusal before answering may be retried and keeps the lane', async () =>
   assert.deepEqual(out.events, ['fail retryable: engine unreachable'])
   assert.equal(out.lane.dead, false)
   assert.equal(link.acquire(), out.lane, 'back in the pool')
-  await new Promise<void>((resolve) => {
+  const served = await new Promise<boolean>((resolve) => {
     out.lane.send(
       encodeLaneRequest('POST', '/ok', Buffer.alloc(0)),
-      { head() {}, data() {}, end: resolve, fail: () => resolve() },
+      { head() {}, data() {}, end: () => resolve(true), fail: () => resolve(false) },
       1_000,
       1_000,
     )
   })
+  assert.equal(served, true, 'the refused lane served the next request')
 })
 
 test('protocol violations reset the lane, fail the request and never reuse the lane', async () => {
@@ -201,8 +203,7 @@ test('a silent worker runs into the first-byte limit; the worker sees the cancel
   const took = Date.now() - started
   assert.match(out.events[0]!, /^fail retryable/)
   assert.ok(took >= 150 && took < 2_000, `gave up after ${took} ms`)
-  await new Promise((r) => setTimeout(r, 50))
-  assert.equal(closedWith.at(-1), h2.NGHTTP2_CANCEL)
+  await waitFor(() => closedWith.at(-1) === h2.NGHTTP2_CANCEL, 2_000, 'the worker to see the cancel')
 })
 
 test('cancel() resets a lane in use; idle lanes close with the link', async () => {
@@ -218,8 +219,7 @@ test('cancel() resets a lane in use; idle lanes close with the link', async () =
   lane.cancel()
   assert.equal(await failed, true)
   assert.equal(lane.dead, true)
-  await new Promise((r) => setTimeout(r, 50))
-  assert.equal(closedWith.at(-1), h2.NGHTTP2_CANCEL)
+  await waitFor(() => closedWith.at(-1) === h2.NGHTTP2_CANCEL, 2_000, 'the worker to see the cancel')
   session.close()
   await once(session, 'close')
   assert.equal(link.acquire(), undefined, 'a closed link gives no lane')

@@ -197,3 +197,24 @@ test('a second login with the same client id evicts the first at once', async ()
   assert.equal(second.connected, true)
   await waitFor(() => !first.connected, 1_000, 'first session closed')
 })
+
+test('an evicted session going away does not mark its worker offline', async () => {
+  const events: string[] = []
+  const own = await startFabric({
+    workerEvents: {
+      online: (s) => events.push(`online ${s.clientId}`),
+      offline: (s) => events.push(`offline ${s.clientId}`),
+    },
+  })
+  try {
+    const first = await own.addWorker(createEchoEngine({ models: ['m'] }), 'returning')
+    await own.addWorker(createEchoEngine({ models: ['m'] }), 'returning')
+    await waitFor(() => !first.connected, 2_000, 'first session closed')
+    // Give the first session's close every chance to be (wrongly) reported.
+    await new Promise((r) => setTimeout(r, 100))
+    assert.deepEqual(events, ['online returning', 'online returning'])
+  } finally {
+    await own.close()
+  }
+  assert.equal(events.at(-1), 'offline returning', 'a real disconnect is still reported')
+})

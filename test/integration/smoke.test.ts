@@ -1,9 +1,20 @@
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
 import { after, before, test } from 'node:test'
+import { FabricServer } from '../../src/server/index.js'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
 import { createHttpEngine } from '../../src/worker/engines/http.js'
-import { API_KEY, startFabric, type TestFabric, waitFor } from '../helpers/fabric.js'
+import {
+  API_KEY,
+  startFabric,
+  type TestFabric,
+  testCertificate,
+  WORKER_TOKEN,
+  waitFor,
+} from '../helpers/fabric.js'
 import { startFakeEngine } from '../helpers/fake-engine.js'
+import { freePorts } from '../helpers/processes.js'
 
 let fabric: TestFabric
 before(async () => {
@@ -78,5 +89,32 @@ test('a worker whose engine goes down withdraws its models, and announces them a
     await waitFor(() => fabric.server.registry.hasModel('flaky-model'), 3_000, 'models announced again')
   } finally {
     await back.close()
+  }
+})
+
+test('a server whose port is taken fails to start and releases the ports it had bound', async () => {
+  const [controlPort, apiPort] = (await freePorts(2)) as [number, number]
+  const squatter = createServer().listen(apiPort, '127.0.0.1')
+  await once(squatter, 'listening')
+  const cert = await testCertificate()
+  const server = new FabricServer({
+    host: '127.0.0.1',
+    controlPort,
+    proxyPort: 0,
+    publicPort: 0,
+    apiPort,
+    cert: cert.cert,
+    key: cert.key,
+    apiKeys: [API_KEY],
+    workerToken: WORKER_TOKEN,
+  })
+  try {
+    await assert.rejects(server.start(), /EADDRINUSE/)
+    // The control port it had bound before failing is free again.
+    const probe = createServer().listen(controlPort, '127.0.0.1')
+    await once(probe, 'listening')
+    probe.close()
+  } finally {
+    squatter.close()
   }
 })

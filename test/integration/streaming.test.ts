@@ -225,7 +225,6 @@ test('backpressure holds end to end: a client that does not read stops the engin
       written > heldAt,
       `the engine writes again once the client reads (read ${read}, held at ${heldAt})`,
     )
-    assert.ok(read <= heldAt, 'the client read only what the engine had written')
     controller.abort()
   } finally {
     engine.closeAllConnections()

@@ -6,7 +6,7 @@ import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store } from '../../store/index.js'
-import { sendError, statusOf } from '../gateway/errors.js'
+import { sendError } from '../gateway/errors.js'
 import { presentedKey, sendJson } from '../http.js'
 import { closeServer, listen } from '../listen.js'
 
@@ -301,5 +301,3 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     throw new FabricError(ErrorCodes.BAD_REQUEST, 'body is not valid JSON')
   }
 }
-
-export { statusOf }

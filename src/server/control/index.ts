@@ -89,9 +89,10 @@ export class ControlServer {
           logger.debug({ code: err.code, err: err.message }, 'control connection dropped before login')
         return
       }
-      registry.remove(session)
+      const wasCurrent = registry.remove(session)
       session.dropLinks()
-      this.#options.events?.offline(session)
+      // An evicted session's close comes after its successor's login: that worker is online.
+      if (wasCurrent) this.#options.events?.offline(session)
       logger.info({ clientId: session.clientId, code: err?.code }, 'worker disconnected')
     })
 

@@ -76,6 +76,12 @@ export class Relay implements LaneExchange {
       lane.send(r.frame, this, r.firstByteMs, r.idleMs)
       return
     }
+    // The request ends here without an answer from a worker: still counted for its key
+    // (499: the user went away first, as nginx logs it; 503: no worker could take it).
+    if (r.meter !== undefined) {
+      r.meter.status = res.destroyed ? 499 : 503
+      r.meter.finish()
+    }
     if (res.destroyed) return
     sendError(res, r.api, ErrorCodes.NO_WORKER, `no worker serving '${r.model}' could take the request`, {
       'retry-after': '1',
@@ -134,7 +140,7 @@ export class Relay implements LaneExchange {
     if (!this.#res.writableEnded) this.#res.end()
   }
 
-  fail(retryable: boolean, message: string): void {
+  fail(retryable: boolean, _message: string): void {
     const worker = this.#settle()
     if (retryable) {
       this.#skip(worker)
@@ -145,7 +151,8 @@ export class Relay implements LaneExchange {
     const res = this.#res
     if (res.destroyed || res.writableEnded) return
     if (!res.headersSent) {
-      sendError(res, this.#r.api, ErrorCodes.WORKER_FAILED, `the worker failed this request: ${message}`)
+      // The worker's own words may name its engine's address: they stay on the worker.
+      sendError(res, this.#r.api, ErrorCodes.WORKER_FAILED, 'the worker failed this request')
       return
     }
     // The worker went away mid-answer: end with an explicit error, never a silent success.

@@ -36,7 +36,10 @@ export interface ReplySink {
   write(chunk: Uint8Array): boolean
   /** Ends the answer. */
   end(): void
-  /** Calls `fn` once when the sink can take more after `write` returned false. */
+  /**
+   * Calls `fn` once when the sink can take more after `write` returned false, or when the
+   * requester went away (so a writer waiting here always wakes up).
+   */
   onDrain(fn: () => void): void
   /** Fails the answer: before `respond` the fabric may retry elsewhere; after it, the stream is reset. */
   fail(err: Error): void
