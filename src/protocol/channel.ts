@@ -109,7 +109,15 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
         continue
       }
       if (message.type === MessageType.Pong) continue
-      this.emit('message', message)
+      try {
+        this.emit('message', message)
+      } catch (err) {
+        // A handler's bug ends this connection (with a code the owner logs), not the process.
+        this.destroy(
+          new FabricError(ErrorCodes.INTERNAL, `message handler failed: ${String(err)}`, { cause: err }),
+        )
+        return
+      }
     }
   }
 

@@ -123,10 +123,16 @@ export class Lane {
       this.#reset(h2.NGHTTP2_PROTOCOL_ERROR)
       return
     }
-    for (let i = 0; i < frames.length; i++) {
-      if (this.#dead) return
-      const frame = frames[i]!
-      this.#onFrame(frame.type, frame.payload, frames[i + 1]?.type === LaneFrame.END)
+    try {
+      for (let i = 0; i < frames.length; i++) {
+        if (this.#dead) return
+        const frame = frames[i]!
+        this.#onFrame(frame.type, frame.payload, frames[i + 1]?.type === LaneFrame.END)
+      }
+    } catch {
+      // A failure while relaying (a bug, a response the user side cannot take) ends this
+      // lane and its request only; the close handler fails the exchange.
+      this.#reset(h2.NGHTTP2_INTERNAL_ERROR)
     }
   }
 
@@ -180,7 +186,11 @@ export class Lane {
     clearTimeout(this.#timer)
     const exchange = this.#exchange
     this.#exchange = undefined
-    exchange?.fail(!this.#started, 'the link to the worker closed')
+    try {
+      exchange?.fail(!this.#started, 'the link to the worker closed')
+    } catch {
+      // The exchange failing in turn must not escape a 'close' listener (it would end the process).
+    }
     this.#release(this)
   }
 }

@@ -18,3 +18,55 @@ export function sendJson(res: ServerResponse, status: number, value: unknown): v
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
 }
+
+/** A request target split at the first `?`; neither part is decoded. */
+export interface RequestTarget {
+  readonly path: string
+  readonly query: string
+}
+
+/** Splits a request target (`req.url`) into its raw path and query. Never throws. */
+export function splitTarget(url: string | undefined): RequestTarget {
+  const target = url ?? '/'
+  const q = target.indexOf('?')
+  return q < 0 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) }
+}
+
+/**
+ * Percent-decodes one path segment; `undefined` when it is malformed (a lone `%`, a truncated
+ * or invalid UTF-8 sequence). Every decoding step on a port goes through helpers like this
+ * one that turn bad input into a value the caller answers with 400, never an exception.
+ */
+export function decodeSegment(segment: string): string | undefined {
+  if (!segment.includes('%')) return segment
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return undefined
+  }
+}
+
+/** The decoded, non-empty segments of a raw path; `undefined` when one of them is malformed. */
+export function pathSegments(path: string): string[] | undefined {
+  const out: string[] = []
+  for (const raw of path.split('/')) {
+    if (raw.length === 0) continue
+    const segment = decodeSegment(raw)
+    if (segment === undefined) return undefined
+    out.push(segment)
+  }
+  return out
+}
+
+/** True when every percent-escape of a raw query string decodes (to valid UTF-8). */
+export function wellFormedQuery(query: string): boolean {
+  return !query.includes('%') || decodeSegment(query) !== undefined
+}
+
+/**
+ * The parameters of a raw query string. `URLSearchParams` decodes leniently (a malformed escape
+ * stays as it is), so this never throws; keys and values are strings.
+ */
+export function queryParams(query: string): URLSearchParams {
+  return new URLSearchParams(query)
+}

@@ -7,7 +7,7 @@ import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store } from '../../store/index.js'
 import { sendError } from '../gateway/errors.js'
-import { presentedKey, sendJson } from '../http.js'
+import { pathSegments, presentedKey, queryParams, sendJson, splitTarget, wellFormedQuery } from '../http.js'
 import { closeServer, listen } from '../listen.js'
 
 /** Options of the management API port. */
@@ -56,13 +56,27 @@ export class ApiServer {
   constructor(options: ApiServerOptions) {
     this.#options = options
     this.#server = createServer((req, res) => {
-      this.#handle(req, res).catch((err: unknown) => {
+      // Anything a request throws, synchronously or not, ends as that request's error response.
+      let handled: Promise<void>
+      try {
+        handled = this.#handle(req, res)
+      } catch (err) {
+        handled = Promise.reject(err)
+      }
+      handled.catch((err: unknown) => {
         const fabric = isFabricError(err)
           ? err
           : new FabricError(ErrorCodes.INTERNAL, 'internal error', { cause: err })
         if (fabric.code === ErrorCodes.INTERNAL)
-          options.logger.error({ err: String(err) }, 'management API error')
-        sendError(res, 'openai', fabric.code, fabric.message)
+          options.logger.error(
+            { code: fabric.code, err: err instanceof Error ? err.stack : String(err) },
+            'management API error',
+          )
+        try {
+          sendError(res, 'openai', fabric.code, fabric.message)
+        } catch {
+          res.destroy()
+        }
       })
     })
   }
@@ -76,7 +90,8 @@ export class ApiServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]!
+    const target = splitTarget(req.url)
+    const path = target.path
     const method = req.method ?? 'GET'
     if (path === '/health' || path === '/api/v1/health') {
       req.resume()
@@ -97,7 +112,9 @@ export class ApiServer {
     if (method === 'POST' || method === 'PUT') body = await readJson(req)
     else req.resume()
     const { registry } = this.#options
-    const segments = path.split('/').filter(Boolean).map(decodeURIComponent)
+    const segments = pathSegments(path)
+    if (segments === undefined || !wellFormedQuery(target.query))
+      throw new FabricError(ErrorCodes.BAD_REQUEST, 'malformed percent-escape in the request target')
     if (segments[0] !== 'api' || segments[1] !== 'v1')
       throw new FabricError(ErrorCodes.NOT_FOUND, `no route for ${method} ${path}`)
     const [, , resource, id, action] = segments
@@ -152,7 +169,7 @@ export class ApiServer {
         })
       }
       case 'GET requests': {
-        const query = new URL(req.url ?? '/', 'http://x').searchParams
+        const query = queryParams(target.query)
         const limit = query.has('limit') ? Number(query.get('limit')) : undefined
         if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) {
           throw new FabricError(ErrorCodes.BAD_REQUEST, "'limit' must be a positive integer")

@@ -1,6 +1,12 @@
-import { type ClientHttp2Session, constants as h2, connect as h2connect } from 'node:http2'
+import {
+  type ClientHttp2Session,
+  constants as h2,
+  connect as h2connect,
+  type IncomingHttpHeaders,
+} from 'node:http2'
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
+import { ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import { superviseLink } from '../../protocol/link-keepalive.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
@@ -70,7 +76,7 @@ export class DataPlaneServer {
   }
 
   #onConnection(socket: TLSSocket): void {
-    const { logger, registry } = this.#options
+    const { logger } = this.#options
     if (socket.alpnProtocol !== 'h2') {
       socket.destroy()
       return
@@ -112,20 +118,30 @@ export class DataPlaneServer {
       clearTimeout(timer)
       settle()
       bind.resume()
-      const token = headers[DATA_TOKEN_HEADER]
-      const session = typeof token === 'string' ? registry.byDataToken(token) : undefined
-      if (session === undefined || session.channel.closed) {
-        logger.warn({ remote: socket.remoteAddress }, 'data link with an unknown token refused')
+      try {
+        this.#bound(link, socket, headers)
+      } catch (err) {
+        logger.error({ code: ErrorCodes.INTERNAL, err: String(err) }, 'data link bind failed unexpectedly')
         link.destroy()
-        return
       }
-      session.addLink(link)
-      superviseLink(
-        link,
-        this.#options.pingIntervalMs ?? TIMEOUTS.pingIntervalMs,
-        this.#options.pingDeadlineMs ?? TIMEOUTS.pingDeadlineMs,
-      )
-      logger.debug({ clientId: session.clientId, links: session.linkCount }, 'data link bound')
     })
+  }
+
+  #bound(link: ClientHttp2Session, socket: TLSSocket, headers: IncomingHttpHeaders): void {
+    const { logger, registry } = this.#options
+    const token = headers[DATA_TOKEN_HEADER]
+    const session = typeof token === 'string' ? registry.byDataToken(token) : undefined
+    if (session === undefined || session.channel.closed) {
+      logger.warn({ remote: socket.remoteAddress }, 'data link with an unknown token refused')
+      link.destroy()
+      return
+    }
+    session.addLink(link)
+    superviseLink(
+      link,
+      this.#options.pingIntervalMs ?? TIMEOUTS.pingIntervalMs,
+      this.#options.pingDeadlineMs ?? TIMEOUTS.pingDeadlineMs,
+    )
+    logger.debug({ clientId: session.clientId, links: session.linkCount }, 'data link bound')
   }
 }

@@ -14,7 +14,7 @@ import type { Logger } from '../../observability/logger.js'
 import { encodeLaneRequest } from '../../protocol/lane.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { TLS13 } from '../../tls/index.js'
-import { presentedKey, sendJson } from '../http.js'
+import { decodeSegment, presentedKey, sendJson, splitTarget, wellFormedQuery } from '../http.js'
 import { closeServer, listen } from '../listen.js'
 import type { RequestTracker } from '../request-log.js'
 import { type ApiFamily, sendError } from './errors.js'
@@ -84,7 +84,15 @@ export class Gateway {
     this.#firstByteMs = options.firstByteTimeoutMs ?? TIMEOUTS.firstByteMs
     this.#idleMs = options.idleTimeoutMs ?? TIMEOUTS.idleMs
     this.#pick = options.registry.pick.bind(options.registry)
-    const handler = (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res)
+    // Each request's failures stay with that request: a bug or an input we did not foresee
+    // answers 500 (or cuts that one response), never the process and its other requests.
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
+      try {
+        this.#handle(req, res)
+      } catch (err) {
+        this.#failed(res, 'openai', err)
+      }
+    }
     this.#server =
       options.tls === undefined
         ? createHttpServer({ noDelay: true, keepAliveTimeout: 65_000 }, handler)
@@ -122,11 +130,14 @@ export class Gateway {
   #handle(req: IncomingMessage, res: ServerResponse): void {
     this.#active++
     res.on('close', this.#onResponseClosed)
-    const url = req.url ?? '/'
-    const q = url.indexOf('?')
-    const path = q < 0 ? url : url.slice(0, q)
+    // Only the path is used: inference routes forward their path alone, never the query.
+    const { path, query } = splitTarget(req.url)
     const forwarded = FORWARDED.get(path)
     const api: ApiFamily = forwarded ?? (path.startsWith('/api/') ? 'ollama' : 'openai')
+    if (query.length > 0 && !wellFormedQuery(query)) {
+      sendError(res, api, ErrorCodes.BAD_REQUEST, 'malformed percent-escape in the query')
+      return
+    }
 
     if (path === '/health' || path === '/healthz') {
       sendJson(res, 200, { status: 'ok' })
@@ -140,19 +151,22 @@ export class Gateway {
     // Fast path: static key or a key this process trusts already, no I/O.
     const cached = this.#options.keys.checkCached(key)
     if (cached !== undefined) {
-      this.#route(req, res, url, path, api, forwarded, cached)
+      this.#route(req, res, path, api, forwarded, cached)
       return
     }
     req.pause()
-    this.#options.keys.authenticate(key).then(
-      (verdict) => {
-        if (verdict.ok) {
-          req.resume()
-          this.#route(req, res, url, path, api, forwarded, verdict.principal)
-        } else this.#refuse(req, res, api, verdict.reason)
-      },
-      () => this.#refuse(req, res, api, 'unavailable'),
-    )
+    this.#options.keys
+      .authenticate(key)
+      .then(
+        (verdict) => {
+          if (verdict.ok) {
+            req.resume()
+            this.#route(req, res, path, api, forwarded, verdict.principal)
+          } else this.#refuse(req, res, api, verdict.reason)
+        },
+        () => this.#refuse(req, res, api, 'unavailable'),
+      )
+      .catch((err: unknown) => this.#failed(res, api, err))
   }
 
   #refuse(
@@ -187,7 +201,6 @@ export class Gateway {
   #route(
     req: IncomingMessage,
     res: ServerResponse,
-    url: string,
     path: string,
     api: ApiFamily,
     forwarded: ApiFamily | undefined,
@@ -199,7 +212,7 @@ export class Gateway {
         req.resume()
         return
       }
-      this.#readAndForward(req, res, url, forwarded, principal)
+      this.#readAndForward(req, res, path, forwarded, principal)
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -229,7 +242,11 @@ export class Gateway {
         return
     }
     if (path.startsWith('/v1/models/')) {
-      const id = decodeURIComponent(path.slice('/v1/models/'.length))
+      const id = decodeSegment(path.slice('/v1/models/'.length))
+      if (id === undefined) {
+        sendError(res, 'openai', ErrorCodes.BAD_REQUEST, 'malformed percent-escape in the path')
+        return
+      }
       const model = modelsAsOpenAI(registry).data.find((m) => m.id === id)
       if (model === undefined)
         sendError(res, 'openai', ErrorCodes.MODEL_NOT_FOUND, `model '${id}' is not served by any worker`)
@@ -242,7 +259,7 @@ export class Gateway {
   #readAndForward(
     req: IncomingMessage,
     res: ServerResponse,
-    url: string,
+    path: string,
     api: ApiFamily,
     principal: Principal,
   ): void {
@@ -268,7 +285,7 @@ export class Gateway {
       if (aborted) return
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
       try {
-        this.#forward(res, url, api, body, principal)
+        this.#forward(res, path, api, body, principal)
       } catch (err) {
         this.#failed(res, api, err)
       }
@@ -283,7 +300,7 @@ export class Gateway {
     req.resume()
   }
 
-  #forward(res: ServerResponse, url: string, api: ApiFamily, body: Buffer, principal: Principal): void {
+  #forward(res: ServerResponse, path: string, api: ApiFamily, body: Buffer, principal: Principal): void {
     const model = modelOf(body)
     if (model === null) {
       sendError(res, api, ErrorCodes.BAD_REQUEST, 'request body is not valid JSON')
@@ -299,7 +316,7 @@ export class Gateway {
     }
     const { rateLimiter } = this.#options
     if (rateLimiter === undefined || !RateLimiter.applies(principal)) {
-      this.#dispatch(res, url, api, body, principal, model, undefined)
+      this.#dispatch(res, path, api, body, principal, model, undefined)
       return
     }
     rateLimiter
@@ -308,7 +325,7 @@ export class Gateway {
       .then((admission) => {
         if (admission === undefined) {
           // The shared limiter is out of reach: serve rather than refuse everyone.
-          this.#dispatch(res, url, api, body, principal, model, undefined)
+          this.#dispatch(res, path, api, body, principal, model, undefined)
           return
         }
         if (!admission.allowed) {
@@ -322,22 +339,29 @@ export class Gateway {
           )
           return
         }
-        this.#dispatch(res, url, api, body, principal, model, admission.headers)
+        this.#dispatch(res, path, api, body, principal, model, admission.headers)
       })
       .catch((err: unknown) => this.#failed(res, api, err))
   }
 
   /** A bug in one request must not take the server (and every other request) down. */
   #failed(res: ServerResponse, api: ApiFamily, err: unknown): void {
-    this.#options.logger.error({ err: String(err) }, 'request failed unexpectedly')
-    if (!res.headersSent && !res.destroyed) sendError(res, api, ErrorCodes.INTERNAL, 'internal error')
-    else res.destroy()
+    this.#options.logger.error(
+      { code: ErrorCodes.INTERNAL, err: err instanceof Error ? err.stack : String(err) },
+      'request failed unexpectedly',
+    )
+    try {
+      if (!res.headersSent && !res.destroyed) sendError(res, api, ErrorCodes.INTERNAL, 'internal error')
+      else res.destroy()
+    } catch {
+      res.destroy()
+    }
   }
 
   /** Routes a checked request to a worker serving its model. */
   #dispatch(
     res: ServerResponse,
-    url: string,
+    path: string,
     api: ApiFamily,
     body: Buffer,
     principal: Principal,
@@ -360,7 +384,7 @@ export class Gateway {
           userId: principal.userId,
           model,
           workerId: answer.workerId,
-          path: url,
+          path,
           status: answer.status,
           durationMs: Date.now() - started,
           promptTokens: answer.tokens.prompt,
@@ -385,7 +409,7 @@ export class Gateway {
     new Relay(res, {
       api,
       model,
-      frame: encodeLaneRequest('POST', url, body),
+      frame: encodeLaneRequest('POST', path, body),
       allow,
       pick: this.#pick,
       maxAttempts: this.#maxAttempts,
