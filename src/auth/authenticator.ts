@@ -1,8 +1,8 @@
 import type { Cache } from '../cache/index.js'
 import { isFabricError } from '../errors/index.js'
 import type { Logger } from '../observability/logger.js'
-import { StaticKeyAuthenticator } from '../server/auth.js'
 import type { KeyRecord, Store } from '../store/index.js'
+import { StaticKeyAuthenticator } from './credentials.js'
 import { keyMatches, parseKey } from './keys.js'
 import { type Principal, principalOf, STATIC_PRINCIPAL } from './principal.js'
 
@@ -67,6 +67,7 @@ export class KeyAuthenticator {
   readonly #byPrefix = new Map<string, string>()
   readonly #negative = new Map<string, number>()
   readonly #inflight = new Map<string, Promise<KeyRecord | undefined | 'unavailable'>>()
+  readonly #revokedListeners: ((prefix: string, confirmed: boolean) => void)[] = []
   #poll: NodeJS.Timeout | undefined
   #unsubscribe: (() => void) | undefined
   #lastPoll = new Date()
@@ -83,7 +84,10 @@ export class KeyAuthenticator {
   /** Starts listening for revocations. */
   start(): void {
     this.#unsubscribe = this.#options.cache?.onInvalidation((key) => {
-      if (key.startsWith('key:')) this.#forget(key.slice(4))
+      if (!key.startsWith('key:')) return
+      this.#forget(key.slice(4))
+      // Another server or the CLI revoked it (probably: listeners check before acting).
+      this.#notifyRevoked(key.slice(4), false)
     })
     const store = this.#options.store
     if (store === undefined) return
@@ -140,9 +144,30 @@ export class KeyAuthenticator {
     return this.#verdict(principal)
   }
 
+  /**
+   * Calls `fn` with the prefix of every key (API key or worker token) revoked anywhere, as soon
+   * as this server learns of it: its own revocations at once, others' through the shared
+   * cache's pub/sub (`confirmed` false: check the store) or the database poll (within a second).
+   * A revocation may be reported more than once.
+   */
+  onRevoked(fn: (prefix: string, confirmed: boolean) => void): void {
+    this.#revokedListeners.push(fn)
+  }
+
+  #notifyRevoked(prefix: string, confirmed: boolean): void {
+    for (const fn of this.#revokedListeners) {
+      try {
+        fn(prefix, confirmed)
+      } catch (err) {
+        this.#options.logger.error({ err: String(err) }, 'revocation listener failed')
+      }
+    }
+  }
+
   /** Drops a key everywhere: this process, the shared cache, and (through pub/sub) every other server. */
   async invalidate(prefix: string): Promise<void> {
     this.#forget(prefix)
+    this.#notifyRevoked(prefix, false)
     const cache = this.#options.cache
     if (cache === undefined) return
     await invalidateKeyInCache(cache, prefix).catch((err: unknown) => {
@@ -230,6 +255,7 @@ export class KeyAuthenticator {
       const revoked = await store.keysRevokedSince(since)
       this.#lastPoll = started
       for (const record of revoked) {
+        this.#notifyRevoked(record.prefix, true)
         if (!this.#byPrefix.has(record.prefix) && this.#options.cache === undefined) continue
         this.#forget(record.prefix)
         await this.#options.cache?.delete(cacheKey(record.prefix)).catch(() => undefined)

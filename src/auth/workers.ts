@@ -1,8 +1,8 @@
 import { isFabricError } from '../errors/index.js'
 import type { Logger } from '../observability/logger.js'
-import type { WorkerAuthenticator } from '../server/auth.js'
-import { secretsEqual } from '../server/auth.js'
 import type { Store } from '../store/index.js'
+import type { WorkerAuthenticator } from './credentials.js'
+import { secretsEqual } from './credentials.js'
 import { keyMatches, parseKey } from './keys.js'
 
 /** The user that shared-token workers belong to. */
@@ -22,6 +22,7 @@ export function storeWorkerAuthenticator(options: {
   let defaultUserId: string | undefined
   return async (login) => {
     let userId: string
+    let credential: string | undefined
     if (sharedToken !== undefined && secretsEqual(login.token, sharedToken)) {
       try {
         defaultUserId ??= (await store.ensureUser(DEFAULT_USER)).id
@@ -52,8 +53,13 @@ export function storeWorkerAuthenticator(options: {
           return { ok: false, reason: 'worker token expired' }
         }
         userId = record.userId
+        credential = record.prefix
       } catch {
-        return { ok: false, reason: 'cannot check the worker token now (database unavailable); retrying' }
+        return {
+          ok: false,
+          reason: 'cannot check the worker token now (database unavailable); retrying',
+          unavailable: true,
+        }
       }
     }
     try {
@@ -64,8 +70,12 @@ export function storeWorkerAuthenticator(options: {
       if (worker !== undefined && !worker.valid)
         return { ok: false, reason: `worker '${login.clientId}' is disabled` }
     } catch {
-      return { ok: false, reason: 'cannot register the worker now (database unavailable); retrying' }
+      return {
+        ok: false,
+        reason: 'cannot register the worker now (database unavailable); retrying',
+        unavailable: true,
+      }
     }
-    return { ok: true }
+    return { ok: true, credential }
   }
 }

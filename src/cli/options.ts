@@ -92,6 +92,12 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
     description: 'largest request body on the public port',
   },
   {
+    name: 'limit',
+    type: 'list',
+    description:
+      'override edge limits by name, comma-separated: maxPendingPerAddress=32,maxConnectionsPerAddress.public=1024 (see docs/LIMITS.md)',
+  },
+  {
     name: 'database-url',
     env: ['DATABASE_URL'],
     type: 'string',

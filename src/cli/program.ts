@@ -53,6 +53,10 @@ async function runWorker(flags: Record<string, unknown>): Promise<void> {
     process.exitCode = 3
     void agent.stop()
   })
+  agent.on('revoked', () => {
+    process.exitCode = 4
+    void agent.stop()
+  })
   agent.start()
   stopOnSignals(() => agent.stop())
 }

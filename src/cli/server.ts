@@ -7,9 +7,10 @@ import { KeyManager } from '../auth/manage.js'
 import { RateLimiter } from '../auth/rate-limit.js'
 import { storeWorkerAuthenticator } from '../auth/workers.js'
 import { type Cache, createCache } from '../cache/index.js'
+import { applyEdgeOverrides, defaultEdgeLimits, type EdgeLimits } from '../config/defaults.js'
 import { defaultDataDir, resolveOptions } from '../config/index.js'
 import { loadOrCreateSecret } from '../config/secrets.js'
-import { ErrorCodes, isFabricError } from '../errors/index.js'
+import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { type FabricPorts, FabricServer, type WorkerEvents } from '../server/index.js'
 import { RequestTracker } from '../server/request-log.js'
@@ -81,6 +82,12 @@ export async function startServerFromFlags(
       ? undefined
       : { cert: await readFile(publicCert, 'utf8'), key: await readFile(publicKey ?? '', 'utf8') }
 
+  let edge: EdgeLimits
+  try {
+    edge = applyEdgeOverrides(defaultEdgeLimits(), (o['limit'] as string[] | undefined) ?? [])
+  } catch (err) {
+    throw new FabricError(ErrorCodes.CONFIG, `--limit: ${(err as Error).message}`)
+  }
   const infra = await openInfrastructure(o, dataDir, logger)
   if (infra.adminKeyCreated !== undefined)
     lines.push(`created admin key (shown once): ${infra.adminKeyCreated}`)
@@ -121,6 +128,7 @@ export async function startServerFromFlags(
     pingIntervalMs: o['pingIntervalMs'] as number,
     pingDeadlineMs: o['pingDeadlineMs'] as number,
     maxBodyBytes: o['maxBodyBytes'] as number,
+    edge,
   })
   const ports = await server.start().catch(async (err: unknown) => {
     await infra.close()

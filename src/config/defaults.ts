@@ -29,8 +29,36 @@ export const LIMITS = {
   maxIdleLanesPerLink: 64,
   /** Data connections a worker keeps open to the proxy port. */
   dataConnectionsPerWorker: 1,
-  /** Connections on the control or proxy port that have not logged in / bound yet; more are refused. */
+  /**
+   * Connections on one port that have not authenticated yet (TLS handshake, control login,
+   * data-link bind); more are refused at once. Together with `maxLoginFrameBytes` this bounds
+   * the memory strangers can make the server hold.
+   */
   maxPendingConnections: 1024,
+  /**
+   * Unauthenticated connections one address (an IPv4 address, an IPv6 /64) may hold on one
+   * port, so that no single address can fill `maxPendingConnections` and lock workers out.
+   */
+  maxPendingPerAddress: 16,
+  /** Open connections per port (file descriptors are finite); more are refused at accept. */
+  maxConnections: { control: 8_192, proxy: 8_192, public: 16_384, api: 1_024 },
+  /**
+   * Open connections one address may hold on one port: a NAT gateway in front of many users or
+   * a rack of workers stays well under it; one host with thousands of idle sockets does not.
+   */
+  maxConnectionsPerAddress: { control: 256, proxy: 512, public: 256, api: 32 },
+  /**
+   * Largest control frame before login: a Login with room to spare. The full
+   * `maxControlFrameBytes` applies only after a successful login (a worker whose model list
+   * does not fit sends it in a ModelsUpdate right after).
+   */
+  maxLoginFrameBytes: 16 * 1024,
+  /** Failed credentials (API keys, admin key, worker tokens) from one address within `failureWindowMs` before it is throttled. */
+  maxAuthFailures: 20,
+  /** Addresses (and key prefixes / client ids) whose failures are tracked at once; the oldest are forgotten beyond it. */
+  maxAuthFailureEntries: 100_000,
+  /** Largest management API request body. */
+  maxApiBodyBytes: 64 * 1024,
   /** Workers attempted for one request before giving up (retries happen only before the first response byte). */
   maxAttemptsPerRequest: 3,
 } as const
@@ -48,6 +76,24 @@ export const TIMEOUTS = {
   heartbeatIntervalMs: 5_000,
   /** Data connection bind handshake. */
   bindMs: 10_000,
+  /** A TLS handshake on any port must complete within this (Node's default is 120 s). */
+  tlsHandshakeMs: 5_000,
+  /** HTTP ports: a request's headers must arrive within this (slowloris). */
+  httpHeadersMs: 10_000,
+  /** Public port: a whole request, body included, must arrive within this. */
+  httpRequestMs: 120_000,
+  /** Management API: a whole request must arrive within this. */
+  apiRequestMs: 30_000,
+  /** Failed credentials are counted over this window. */
+  failureWindowMs: 60_000,
+  /** First cool-down of a throttled address; doubles with each repeat offence. */
+  authCooldownMs: 30_000,
+  /** Longest cool-down. */
+  authCooldownMaxMs: 15 * 60_000,
+  /** Repeat offences are remembered this long after the last one. */
+  authOffenceMemoryMs: 60 * 60_000,
+  /** A refused worker login from a throttled address or client id is answered after this delay. */
+  loginRefusalDelayMs: 1_000,
   /** Time from forwarding a request to the worker's response headers. Engines may load a model first. */
   firstByteMs: 300_000,
   /** Longest pause between two chunks of a response. */
@@ -60,3 +106,78 @@ export const TIMEOUTS = {
   reconnectBaseMs: 250,
   reconnectMaxMs: 30_000,
 } as const
+
+/** The four ports of a server. */
+export type PortName = 'control' | 'proxy' | 'public' | 'api'
+
+/**
+ * The limits of a server's edge (what strangers can make it hold), overridable one by one
+ * (`--limit name=value`, e.g. `--limit maxPendingPerAddress=32 --limit maxConnectionsPerAddress.public=1024`).
+ */
+export interface EdgeLimits {
+  maxConnections: Record<PortName, number>
+  maxConnectionsPerAddress: Record<PortName, number>
+  maxPendingConnections: number
+  maxPendingPerAddress: number
+  maxLoginFrameBytes: number
+  maxAuthFailures: number
+  tlsHandshakeMs: number
+  httpHeadersMs: number
+  httpRequestMs: number
+  apiRequestMs: number
+  failureWindowMs: number
+  authCooldownMs: number
+  authCooldownMaxMs: number
+  loginRefusalDelayMs: number
+}
+
+/** The edge limits' defaults, from LIMITS and TIMEOUTS. */
+export function defaultEdgeLimits(): EdgeLimits {
+  return {
+    maxConnections: { ...LIMITS.maxConnections },
+    maxConnectionsPerAddress: { ...LIMITS.maxConnectionsPerAddress },
+    maxPendingConnections: LIMITS.maxPendingConnections,
+    maxPendingPerAddress: LIMITS.maxPendingPerAddress,
+    maxLoginFrameBytes: LIMITS.maxLoginFrameBytes,
+    maxAuthFailures: LIMITS.maxAuthFailures,
+    tlsHandshakeMs: TIMEOUTS.tlsHandshakeMs,
+    httpHeadersMs: TIMEOUTS.httpHeadersMs,
+    httpRequestMs: TIMEOUTS.httpRequestMs,
+    apiRequestMs: TIMEOUTS.apiRequestMs,
+    failureWindowMs: TIMEOUTS.failureWindowMs,
+    authCooldownMs: TIMEOUTS.authCooldownMs,
+    authCooldownMaxMs: TIMEOUTS.authCooldownMaxMs,
+    loginRefusalDelayMs: TIMEOUTS.loginRefusalDelayMs,
+  }
+}
+
+/**
+ * Applies `name=value` overrides to the edge limits; an unknown name or a value that is not a
+ * positive integer is refused with the list of valid names.
+ */
+export function applyEdgeOverrides(base: EdgeLimits, overrides: readonly string[]): EdgeLimits {
+  const out: EdgeLimits = {
+    ...base,
+    maxConnections: { ...base.maxConnections },
+    maxConnectionsPerAddress: { ...base.maxConnectionsPerAddress },
+  }
+  const record = out as unknown as Record<string, number | Record<string, number>>
+  const names = Object.entries(record).flatMap(([k, v]) =>
+    typeof v === 'number' ? [k] : Object.keys(v).map((p) => `${k}.${p}`),
+  )
+  for (const item of overrides) {
+    const eq = item.indexOf('=')
+    const name = eq < 0 ? item : item.slice(0, eq)
+    const value = Number(eq < 0 ? Number.NaN : item.slice(eq + 1))
+    if (!names.includes(name)) {
+      throw new RangeError(`unknown limit '${name}'; known limits: ${names.join(', ')}`)
+    }
+    if (!Number.isInteger(value) || value <= 0) {
+      throw new RangeError(`limit '${name}' needs a positive integer value (${name}=N)`)
+    }
+    const [head, port] = name.split('.') as [string, string | undefined]
+    if (port === undefined) record[head] = value
+    else (record[head] as Record<string, number>)[port] = value
+  }
+  return out
+}

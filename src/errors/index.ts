@@ -31,6 +31,10 @@ export const ErrorCodes = {
   ABORTED: 'GPUF_ABORTED',
   SHUTTING_DOWN: 'GPUF_SHUTTING_DOWN',
   INTERNAL: 'GPUF_INTERNAL',
+  /** Too many failed credentials from this address (or against this key / worker id): wait `retry-after`. */
+  AUTH_THROTTLED: 'GPUF_AUTH_THROTTLED',
+  /** The credential a worker logged in with was revoked: it is disconnected and must not retry. */
+  CREDENTIAL_REVOKED: 'GPUF_CREDENTIAL_REVOKED',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]

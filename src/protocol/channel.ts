@@ -47,6 +47,14 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
     return this.#closed
   }
 
+  /**
+   * Changes the largest frame accepted from the peer: a server reads a stranger's frames with
+   * a small limit and raises it once the peer has logged in.
+   */
+  setMaxFrameBytes(bytes: number): void {
+    this.#decoder.setMaxFrameBytes(bytes)
+  }
+
   /** Sends one message. Returns false when the channel is closed. */
   send<T extends MessageTypeId>(type: T, body: MessageOf<T>): boolean {
     if (this.#closed) return false

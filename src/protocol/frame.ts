@@ -41,12 +41,17 @@ export function writeFrameHeader(out: Buffer, at: number, type: number, payloadB
  * the caller must then close the connection (the stream cannot be resynchronised).
  */
 export class FrameDecoder {
-  readonly #maxFrameBytes: number
+  #maxFrameBytes: number
   #buffered: Buffer[] = []
   #bufferedBytes = 0
 
   constructor(maxFrameBytes: number) {
     this.#maxFrameBytes = maxFrameBytes
+  }
+
+  /** Changes the largest accepted frame (a control connection's limit grows after login). */
+  setMaxFrameBytes(bytes: number): void {
+    this.#maxFrameBytes = bytes
   }
 
   /** Bytes held waiting for the rest of a frame. */

@@ -59,7 +59,14 @@ export const schemas = {
       dataConnections: z.number().int().min(1).max(64),
     })
     .strict(),
-  [MessageType.LoginError]: z.object({ code: shortText, message: z.string().max(4096) }).strict(),
+  [MessageType.LoginError]: z
+    .object({
+      code: shortText,
+      message: z.string().max(4096),
+      /** Wait at least this long before logging in again (throttled after failed logins). */
+      retryAfterMs: z.number().int().min(0).max(86_400_000).optional(),
+    })
+    .strict(),
   [MessageType.Heartbeat]: z
     .object({
       inflight: z.number().int().min(0),

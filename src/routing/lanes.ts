@@ -53,6 +53,11 @@ export class Lane {
     this.#release = release
     stream.on('error', noop)
     stream.on('data', (chunk: Buffer) => this.#onData(chunk))
+    // A worker never ends its side of a lane. One that does can answer nothing more on it, but
+    // the stream stays open while our side is: the lane would sit in the pool, the next request
+    // on it waiting out the whole first-byte timeout (an answer cut short, the idle timeout).
+    // Reset it now; the close handler fails a request still in flight.
+    stream.once('end', () => this.#reset(h2.NGHTTP2_PROTOCOL_ERROR))
     stream.once('close', () => this.#onClose())
   }
 
@@ -165,6 +170,10 @@ export class Lane {
         return
       case LaneFrame.FAIL: {
         const { reason, message } = decodeLaneFail(payload)
+        // REFUSED claims nothing of the answer was sent, yet a HEAD was: a worker contradicting
+        // itself is not trusted with the next request. The reset's close handler fails the
+        // request as not retryable (its head reached the user; a retry would answer twice).
+        if (this.#started && reason === LaneFailure.REFUSED) break
         this.#exchange = undefined
         exchange.fail(!this.#started && reason === LaneFailure.REFUSED, message)
         this.#free()

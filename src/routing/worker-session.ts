@@ -15,6 +15,8 @@ export class WorkerSession {
   readonly hostname: string | undefined
   readonly os: string | undefined
   readonly capacity: number
+  /** Public prefix of the worker token this session logged in with (none for the shared token). */
+  readonly credential: string | undefined
   models: readonly string[]
   /** Requests this server has in flight on the worker. */
   inflight = 0
@@ -36,6 +38,7 @@ export class WorkerSession {
     hostname?: string | undefined
     os?: string | undefined
     capacity?: number | undefined
+    credential?: string | undefined
   }) {
     this.sessionId = init.sessionId
     this.clientId = init.clientId
@@ -47,6 +50,7 @@ export class WorkerSession {
     this.hostname = init.hostname
     this.os = init.os
     this.capacity = init.capacity ?? 0
+    this.credential = init.credential
   }
 
   /** True when at least one data link can carry a request. */

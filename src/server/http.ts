@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 
 /** The key a request presents: `Authorization: Bearer <key>` or `x-api-key`. */
 export function presentedKey(headers: IncomingHttpHeaders): string | undefined {
@@ -69,4 +69,24 @@ export function wellFormedQuery(query: string): boolean {
  */
 export function queryParams(query: string): URLSearchParams {
   return new URLSearchParams(query)
+}
+
+/** True when the request announces a body (which a refusal leaves unread). */
+export function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined
+}
+
+/**
+ * For a request refused before its body was read (401, 413, 429…): the response says
+ * `connection: close`, so Node closes the connection as soon as the response is flushed
+ * instead of reading the rest of the body to keep the connection alive (which let a stranger
+ * upload hundreds of megabytes to a 401). A request without a body keeps its connection.
+ */
+export function closeAfterResponse(req: IncomingMessage, res: ServerResponse): void {
+  // HTTP/2 has no connection to close per request: its stream ends with the response, and the
+  // body it still sends is refused by flow control.
+  if (req.httpVersionMajor !== 1 || !hasBody(req)) return
+  res.shouldKeepAlive = false
+  if (!res.headersSent) res.setHeader('connection', 'close')
 }

@@ -1,7 +1,10 @@
 import { AdminAuth } from '../auth/admin.js'
 import { KeyAuthenticator } from '../auth/authenticator.js'
+import { sharedTokenAuthenticator, type WorkerAuthenticator } from '../auth/credentials.js'
 import type { KeyManager } from '../auth/manage.js'
 import type { RateLimiter } from '../auth/rate-limit.js'
+import { CredentialThrottle } from '../auth/throttle.js'
+import { defaultEdgeLimits, type EdgeLimits, type PortName } from '../config/defaults.js'
 import type { Logger } from '../observability/logger.js'
 import { silentLogger } from '../observability/logger.js'
 import { WorkerRegistry } from '../routing/registry.js'
@@ -9,7 +12,7 @@ import type { WorkerSession } from '../routing/worker-session.js'
 import type { Store } from '../store/index.js'
 import { VERSION } from '../version.js'
 import { ApiServer } from './api/index.js'
-import { sharedTokenAuthenticator, type WorkerAuthenticator } from './auth.js'
+import { ConnectionBudget } from './connections.js'
 import { ControlServer } from './control/index.js'
 import { DataPlaneServer } from './dataplane/index.js'
 import { Gateway } from './gateway/index.js'
@@ -54,6 +57,8 @@ export interface FabricServerOptions {
   readonly firstByteTimeoutMs?: number
   readonly idleTimeoutMs?: number
   readonly dataConnections?: number
+  /** Connection caps, handshake/header timeouts and credential throttling (defaults: `defaultEdgeLimits()`). */
+  readonly edge?: Partial<EdgeLimits> | undefined
 }
 
 /** Hooks for workers logging in and out. Must not throw; errors are theirs to log. */
@@ -82,10 +87,34 @@ export class FabricServer {
   readonly #keys: KeyAuthenticator
   readonly #onStopped: (() => Promise<void>)[] = []
   readonly #tracker: RequestTracker | undefined
+  readonly #budgets: Record<PortName, ConnectionBudget>
+  /** Failed credentials on every port, per address and per key prefix / client id. */
+  readonly throttle: CredentialThrottle
 
   constructor(options: FabricServerOptions) {
     const logger = options.logger ?? silentLogger()
     this.#logger = logger
+    const edge: EdgeLimits = { ...defaultEdgeLimits(), ...options.edge }
+    const budget = (port: PortName) =>
+      new ConnectionBudget({
+        maxConnections: edge.maxConnections[port],
+        maxPerAddress: edge.maxConnectionsPerAddress[port],
+        maxPending: edge.maxPendingConnections,
+        maxPendingPerAddress: edge.maxPendingPerAddress,
+      })
+    this.#budgets = {
+      control: budget('control'),
+      proxy: budget('proxy'),
+      public: budget('public'),
+      api: budget('api'),
+    }
+    this.throttle = new CredentialThrottle({
+      logger: logger.child({ component: 'auth' }),
+      maxFailures: edge.maxAuthFailures,
+      windowMs: edge.failureWindowMs,
+      cooldownMs: edge.authCooldownMs,
+      maxCooldownMs: edge.authCooldownMaxMs,
+    })
     const authenticate =
       options.authenticateWorker ??
       (options.workerToken !== undefined ? sharedTokenAuthenticator(options.workerToken) : undefined)
@@ -111,6 +140,11 @@ export class FabricServer {
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       dataConnections: options.dataConnections,
       events: options.workerEvents,
+      budget: this.#budgets.control,
+      throttle: this.throttle,
+      maxLoginFrameBytes: edge.maxLoginFrameBytes,
+      handshakeTimeoutMs: edge.tlsHandshakeMs,
+      loginRefusalDelayMs: edge.loginRefusalDelayMs,
     })
     this.#dataplane = new DataPlaneServer({
       host: options.host,
@@ -121,6 +155,8 @@ export class FabricServer {
       logger: logger.child({ component: 'dataplane' }),
       pingIntervalMs: options.pingIntervalMs,
       pingDeadlineMs: options.pingDeadlineMs,
+      budget: this.#budgets.proxy,
+      handshakeTimeoutMs: edge.tlsHandshakeMs,
     })
     this.#gateway = new Gateway({
       host: options.host,
@@ -135,6 +171,11 @@ export class FabricServer {
       maxBodyBytes: options.maxBodyBytes,
       firstByteTimeoutMs: options.firstByteTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs,
+      budget: this.#budgets.public,
+      throttle: this.throttle,
+      headersTimeoutMs: edge.httpHeadersMs,
+      requestTimeoutMs: edge.httpRequestMs,
+      handshakeTimeoutMs: edge.tlsHandshakeMs,
     })
     this.#api = new ApiServer({
       host: options.host,
@@ -145,7 +186,45 @@ export class FabricServer {
       logger: logger.child({ component: 'api' }),
       keys: options.keyManager,
       store: options.store,
+      budget: this.#budgets.api,
+      throttle: this.throttle,
+      edgeStats: () => this.edgeStats(),
+      headersTimeoutMs: edge.httpHeadersMs,
+      requestTimeoutMs: edge.apiRequestMs,
     })
+    // A revoked worker token cuts the workers logged in with it, here and (through the shared
+    // cache and the database poll) on every other server.
+    keys.onRevoked((prefix, confirmed) => this.#revoked(prefix, confirmed, options.store))
+  }
+
+  /** Connection budgets per port and credential throttling, for the management API. */
+  edgeStats(): Record<string, unknown> {
+    return {
+      connections: {
+        control: this.#budgets.control.snapshot(),
+        proxy: this.#budgets.proxy.snapshot(),
+        public: this.#budgets.public.snapshot(),
+        api: this.#budgets.api.snapshot(),
+      },
+      authFailures: this.throttle.snapshot(),
+    }
+  }
+
+  #revoked(prefix: string, confirmed: boolean, store: Store | undefined): void {
+    let held = false
+    for (const session of this.registry.workers()) if (session.credential === prefix) held = true
+    if (!held) return
+    if (confirmed || store === undefined) {
+      this.#control.revokeCredential(prefix)
+      return
+    }
+    // Heard through pub/sub: make sure it is a revocation before cutting anyone off.
+    store.findKeyByPrefix(prefix).then(
+      (record) => {
+        if (record === undefined || record.revokedAt !== null) this.#control.revokeCredential(prefix)
+      },
+      () => undefined,
+    )
   }
 
   /** Binds every port. */

@@ -62,7 +62,12 @@ export function clampLimit(limit: number | undefined, fallback = 100, max = 10_0
 /** A number rounded to a whole one; null and undefined become null. */
 export const wholeOrNull = (n: number | null | undefined): number | null => (n == null ? null : Math.round(n))
 
-const isInt32 = (n: number): boolean => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31
+/** Range of PostgreSQL `integer` (request_log's status and token counts, schema v2). */
+export const INT32_MIN = -(2 ** 31)
+/** Range of PostgreSQL `integer` (request_log's status and token counts, schema v2). */
+export const INT32_MAX = 2 ** 31 - 1
+
+const isInt32 = (n: number): boolean => Number.isInteger(n) && n >= INT32_MIN && n <= INT32_MAX
 
 /** A request-log row as both adapters bind it: `at` in epoch ms, absent optionals as null. */
 export type RequestRowValues = Omit<RequestLogRecord, 'id' | 'at'> & { readonly atMs: number }
@@ -71,7 +76,9 @@ export type RequestRowValues = Omit<RequestLogRecord, 'id' | 'at'> & { readonly 
  * Checks and normalises one request-log row, so both adapters accept and refuse the same
  * values: an invalid date, a status or token count outside 32 bits (PostgreSQL `integer`)
  * or a non-finite duration fails the whole batch with BAD_REQUEST before any query; token
- * counts are rounded.
+ * counts are rounded. The store refuses rather than alters: the request tracker, which takes
+ * workers' and engines' numbers, bounds its rows first (`boundRequestRow`) and drops alone
+ * any row still refused.
  */
 export function requestRowValues(row: Omit<RequestLogRecord, 'id'>, index: number): RequestRowValues {
   const bad = (what: string) => new FabricError(ErrorCodes.BAD_REQUEST, `request log row ${index}: ${what}`)

@@ -20,6 +20,13 @@ export interface CertificatePair {
 /** Everything TLS 1.3 only: TLS 1.2 and older are refused on every fabric link. */
 export const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const satisfies SecureContextOptions
 
+/**
+ * Validity of the self-signed certificates we create: 397 days, the most that browsers and
+ * public CAs accept for a leaf since 2020. Rotate with `gpufabric cert` (workers that pin the
+ * fingerprint need the new one; workers given the certificate as their CA need the new file).
+ */
+export const SELF_SIGNED_VALIDITY_DAYS = 397
+
 /** Creates a self-signed EC P-256 certificate for this host (localhost, loopback and the hostname). */
 export async function createSelfSignedCertificate(
   extraNames: readonly string[] = [],
@@ -32,7 +39,7 @@ export async function createSelfSignedCertificate(
     curve: 'P-256',
     algorithm: 'sha256',
     notBeforeDate: new Date(now.getTime() - 60_000),
-    notAfterDate: new Date(now.getTime() + 825 * 24 * 3600_000),
+    notAfterDate: new Date(now.getTime() + SELF_SIGNED_VALIDITY_DAYS * 24 * 3600_000),
     extensions: [
       { name: 'basicConstraints', cA: true },
       { name: 'keyUsage', digitalSignature: true, keyCertSign: true },
@@ -130,6 +137,8 @@ export interface ConnectTlsOptions {
   readonly alpn?: readonly string[]
   readonly timeoutMs: number
   readonly signal?: AbortSignal | undefined
+  /** Local address to dial from (a host with several addresses). */
+  readonly localAddress?: string | undefined
 }
 
 /**
@@ -156,6 +165,7 @@ export function connectTls(options: ConnectTlsOptions): Promise<TLSSocket> {
       ...(trust.ca === undefined ? {} : { ca: trust.ca }),
       ...(options.alpn === undefined ? {} : { ALPNProtocols: [...options.alpn] }),
       rejectUnauthorized: !pinOnly,
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
       ...(isIp(options.host) ? {} : { servername: options.host }),
       checkServerIdentity(host: string, cert: PeerCertificate): Error | undefined {
         if (bundled.has(normaliseFingerprint(cert.fingerprint256 ?? ''))) return undefined

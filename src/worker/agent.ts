@@ -6,7 +6,13 @@ import type { TLSSocket } from 'node:tls'
 import { LIMITS, TIMEOUTS } from '../config/defaults.js'
 import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
 import { type Logger, silentLogger } from '../observability/logger.js'
-import { ControlChannel, type ControlMessage, type LoginOk, MessageType } from '../protocol/index.js'
+import {
+  ControlChannel,
+  type ControlMessage,
+  encodeMessage,
+  type LoginOk,
+  MessageType,
+} from '../protocol/index.js'
 import { superviseLink } from '../protocol/link-keepalive.js'
 import { DATA_LINK_SETTINGS } from '../server/dataplane/index.js'
 import { connectTls, type ServerTrust } from '../tls/index.js'
@@ -14,6 +20,9 @@ import { VERSION } from '../version.js'
 import type { Engine } from './engines/types.js'
 import { createStreamHandler, type StreamHandlerContext } from './handler.js'
 import { HostMetrics } from './metrics.js'
+
+/** Room left in a Login frame for what the server may add to its framing in later versions. */
+const LOGIN_HEADROOM_BYTES = 256
 
 /** Options of a worker agent. */
 export interface WorkerAgentOptions {
@@ -32,6 +41,8 @@ export interface WorkerAgentOptions {
   readonly reconnectBaseMs?: number
   readonly reconnectMaxMs?: number
   readonly modelRefreshMs?: number
+  /** Local address to dial the server from (a host with several addresses). */
+  readonly localAddress?: string | undefined
 }
 
 interface WorkerAgentEvents {
@@ -43,6 +54,8 @@ interface WorkerAgentEvents {
   evicted: [string]
   /** The server refused the credential (the agent keeps retrying with backoff). */
   refused: [string]
+  /** The server revoked the credential this agent logged in with; the agent stops. */
+  revoked: [string]
 }
 
 /**
@@ -61,6 +74,10 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   #session: LoginOk | undefined
   #models: string[] = []
   #evicted = false
+  /** Set when the credential was revoked: there is nothing to retry with. */
+  #revoked = false
+  /** The server asked us to wait this long before the next login (throttled). */
+  #retryAfterMs = 0
 
   constructor(options: WorkerAgentOptions) {
     super()
@@ -137,7 +154,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   async #run(): Promise<void> {
     const signal = this.#shutdown.signal
     let attempt = 0
-    while (!signal.aborted && !this.#evicted) {
+    while (!signal.aborted && !this.#evicted && !this.#revoked) {
       let loggedIn = false
       try {
         loggedIn = await this.#session_(signal)
@@ -149,11 +166,14 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
           'connection to server failed',
         )
       }
-      if (signal.aborted || this.#evicted) break
+      if (signal.aborted || this.#evicted || this.#revoked) break
       if (loggedIn) attempt = 0
       const base = this.#options.reconnectBaseMs ?? TIMEOUTS.reconnectBaseMs
       const cap = this.#options.reconnectMaxMs ?? TIMEOUTS.reconnectMaxMs
-      const delay = Math.min(cap, base * 2 ** attempt) * (0.5 + Math.random() / 2)
+      const backoff = Math.min(cap, base * 2 ** attempt) * (0.5 + Math.random() / 2)
+      // A throttled login is told how long to wait: retrying earlier only extends the cool-down.
+      const delay = Math.max(backoff, this.#retryAfterMs)
+      this.#retryAfterMs = 0
       attempt = Math.min(attempt + 1, 30)
       this.#logger.info({ delayMs: Math.round(delay) }, 'reconnecting')
       await sleep(delay, undefined, { signal }).catch(() => undefined)
@@ -173,6 +193,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       trust: o.trust,
       timeoutMs: o.connectTimeoutMs ?? TIMEOUTS.connectMs,
       signal,
+      localAddress: o.localAddress,
     })
     const channel = new ControlChannel(socket, { maxFrameBytes: LIMITS.maxControlFrameBytes })
     const links = new Set<TLSSocket>()
@@ -180,7 +201,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     const onAbort = () => channel.close(ErrorCodes.SHUTTING_DOWN, 'worker stopping')
     signal.addEventListener('abort', onAbort, { once: true })
     try {
-      channel.send(MessageType.Login, {
+      const login_ = {
         clientId: o.clientId,
         token: o.token,
         agentVersion: VERSION,
@@ -190,8 +211,14 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
         os: platform(),
         arch: arch(),
         capacity: o.capacity ?? 0,
-      })
+      }
+      // The server reads a Login with a small frame limit (it does not know us yet): a model
+      // list too long for it follows in a ModelsUpdate once logged in.
+      const deferModels =
+        encodeMessage(MessageType.Login, login_).length > LIMITS.maxLoginFrameBytes - LOGIN_HEADROOM_BYTES
+      channel.send(MessageType.Login, deferModels ? { ...login_, models: [] } : login_)
       const login = await this.#awaitLogin(channel)
+      if (deferModels) channel.send(MessageType.ModelsUpdate, { models: this.#models })
       this.#session = login
       channel.startKeepalive(login.pingIntervalMs, login.pingDeadlineMs)
       channel.on('message', (m) => this.#onMessage(channel, m))
@@ -238,6 +265,9 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       const onMessage = (m: ControlMessage) => {
         if (m.type === MessageType.LoginOk) done(undefined, m.body)
         else if (m.type === MessageType.LoginError || m.type === MessageType.Close) {
+          if (m.type === MessageType.LoginError && m.body.retryAfterMs !== undefined) {
+            this.#retryAfterMs = m.body.retryAfterMs
+          }
           this.emit('refused', m.body.message)
           done(new FabricError(ErrorCodes.LOGIN_REFUSED, `server refused the login: ${m.body.message}`))
         } else done(new FabricError(ErrorCodes.PROTOCOL, `unexpected message ${m.type} before login`))
@@ -270,6 +300,13 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
         'evicted: another worker logged in with this client id',
       )
       this.emit('evicted', message.body.message)
+    } else if (message.body.code === ErrorCodes.CREDENTIAL_REVOKED) {
+      this.#revoked = true
+      this.#logger.error(
+        { clientId: this.#options.clientId, code: message.body.code },
+        'the server revoked this worker token: disconnected, not retrying (a new token is needed)',
+      )
+      this.emit('revoked', message.body.message)
     } else {
       this.#logger.warn(
         { code: message.body.code, reason: message.body.message },
@@ -289,6 +326,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       alpn: ['h2'],
       timeoutMs: o.connectTimeoutMs ?? TIMEOUTS.connectMs,
       signal,
+      localAddress: o.localAddress,
     })
     if (channel.closed) {
       socket.destroy()

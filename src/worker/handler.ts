@@ -100,7 +100,13 @@ function serveLane(stream: ServerHttp2Stream, ctx: StreamHandlerContext, maxFram
         return
       }
       current = new LaneSink(stream, ctx)
-      serve(ctx, request.method, request.path, request.body, current)
+      try {
+        serve(ctx, request.method, request.path, request.body, current)
+      } catch (err) {
+        // An engine that throws instead of rejecting fails this request only: an exception
+        // escaping this 'data' listener would take the whole worker process down.
+        current.fail(err instanceof Error ? err : new Error(String(err)))
+      }
     }
   })
   stream.on('drain', () => current?.drained())

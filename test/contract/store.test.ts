@@ -10,6 +10,8 @@ import { join } from 'node:path'
 import { after, afterEach, before, describe, test } from 'node:test'
 import { Client } from 'pg'
 import { ErrorCodes, isFabricError } from '../../src/errors/index.js'
+import { silentLogger } from '../../src/observability/logger.js'
+import { RequestTracker } from '../../src/server/request-log.js'
 import {
   createStore,
   type HeartbeatRecord,
@@ -748,6 +750,49 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       )
       await store.recordRequests(good)
       assert.equal((await store.listRequests({ limit: 10_000 })).length, 1100)
+    })
+
+    test('request log through a RequestTracker: engine numbers are bounded, a refused row blocks nothing', async () => {
+      const store = await fresh()
+      const tracker = new RequestTracker({ store, logger: silentLogger(), maxBatch: 4 })
+      const base = Date.parse('2030-05-01T00:00:00.000Z')
+      const int32Max = 2 ** 31 - 1
+      // What a worker or engine can report: any number at all, any text.
+      const untrusted: Partial<NewRequest>[] = [
+        { totalTokens: 2 ** 31 },
+        { totalTokens: 1e300, promptTokens: 2 ** 53, completionTokens: Number.POSITIVE_INFINITY },
+        { totalTokens: Number.NaN },
+        { totalTokens: -5 },
+        { status: 2 ** 31, durationMs: Number.NaN },
+        { model: 'nul\u0000model', workerId: 'w'.repeat(100_000) },
+      ]
+      for (const [i, fields] of untrusted.entries()) tracker.track(request('key_untrusted', base + i, fields))
+      // A row no bound can save (a NOT NULL column), refused by the database itself: dropped alone.
+      tracker.track(request(null as unknown as string, base + 10))
+      for (let i = 0; i < 5; i++) tracker.track(request('key_behind', base + 20 + i))
+      await tracker.flush()
+
+      const written = (await store.listRequests({ keyId: 'key_untrusted' })).reverse()
+      assert.deepEqual(
+        written.map((r) => r.totalTokens),
+        [int32Max, int32Max, null, 0, null, null],
+      )
+      assert.deepEqual([written[1]!.promptTokens, written[1]!.completionTokens], [int32Max, int32Max])
+      assert.deepEqual([written[4]!.status, written[4]!.durationMs], [int32Max, 0])
+      assert.equal(written[5]!.model, 'nul\uFFFDmodel')
+      assert.ok(written[5]!.workerId!.length < 100_000)
+      assert.equal(
+        (await store.listRequests({ keyId: 'key_behind' })).length,
+        5,
+        'the rows behind are written',
+      )
+      assert.equal((await store.listRequests({ limit: 100 })).length, 11, 'only the refused row is missing')
+
+      // Nothing is stuck: later rows go out too.
+      tracker.track(request('key_later', base + 30, { totalTokens: 2 ** 31 }))
+      tracker.track(request('key_later', base + 31))
+      await tracker.stop()
+      assert.equal((await store.listRequests({ keyId: 'key_later' })).length, 2)
     })
 
     test('settings: missing, set, overwrite', async () => {

@@ -24,7 +24,7 @@ describe('two servers sharing PostgreSQL and Redis', { skip }, () => {
     await Promise.allSettled([pg?.close(), redis?.close()])
   })
 
-  test('a key revoked on one server is refused on both within 1 s', async () => {
+  test('a key revoked on one server is refused on both within 2 s', async () => {
     const created = await admin(a, 'POST', '/api/v1/keys', { name: 'roaming' })
     const key = created.body['key'] as string
     assert.equal((await modelsWith(a, key)).status, 200)
@@ -33,7 +33,9 @@ describe('two servers sharing PostgreSQL and Redis', { skip }, () => {
     assert.equal((await admin(a, 'DELETE', `/api/v1/keys/${created.body['id']}`)).status, 200)
     for (const server of [a, b]) {
       while ((await modelsWith(server, key)).status !== 401) {
-        assert.ok(Date.now() - t0 < 1_000, 'revocation took more than 1 s')
+        // Pub/sub at once, else the 500 ms revocation poll; 2 s leaves room for a loaded
+        // machine, and the 5-minute key cache it must beat is 150 times that.
+        assert.ok(Date.now() - t0 < 2_000, 'revocation took more than 2 s')
         await sleep(20)
       }
     }

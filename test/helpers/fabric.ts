@@ -1,4 +1,6 @@
+import { connect as netConnect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Agent } from 'undici'
 import { FabricServer, type FabricServerOptions } from '../../src/server/index.js'
 import { type CertificatePair, createSelfSignedCertificate } from '../../src/tls/index.js'
 import { WorkerAgent, type WorkerAgentOptions } from '../../src/worker/agent.js'
@@ -88,4 +90,24 @@ export async function startFabric(overrides: Partial<FabricServerOptions> = {}):
     },
   }
   return fabric
+}
+
+/**
+ * An undici Agent whose connections start from `localAddress` (another loopback address plays
+ * another host). undici's own `connect` options do not pass `localAddress` through.
+ */
+export function agentFrom(localAddress: string, options: Omit<Agent.Options, 'connect'> = {}): Agent {
+  return new Agent({
+    ...options,
+    connect: (opts, callback) => {
+      const socket = netConnect({ host: opts.hostname, port: Number(opts.port), localAddress })
+      socket.setNoDelay(true)
+      const onError = (err: Error) => callback(err, null)
+      socket.once('error', onError)
+      socket.once('connect', () => {
+        socket.off('error', onError)
+        callback(null, socket)
+      })
+    },
+  })
 }

@@ -170,8 +170,8 @@ test('a refusal before answering may be retried and keeps the lane', async () =>
     out.lane.send(
       encodeLaneRequest('POST', '/ok', Buffer.alloc(0)),
       { head() {}, data() {}, end: () => resolve(true), fail: () => resolve(false) },
-      1_000,
-      1_000,
+      5_000,
+      5_000,
     )
   })
   assert.equal(served, true, 'the refused lane served the next request')

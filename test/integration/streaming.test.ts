@@ -92,8 +92,9 @@ test('chunks sent 50 ms apart arrive about 50 ms apart, not bunched', async () =
   const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!)
   // Bunched delivery would put most gaps near 0; paced delivery keeps them near 50 ms.
   const paced = gaps.filter((g) => g >= 30)
-  // A busy machine may deliver two chunks together now and then; buffering would bunch them all.
-  assert.ok(paced.length >= gaps.length - 2, `gaps ${gaps.map((g) => g.toFixed(1)).join(', ')}`)
+  // A busy machine may deliver chunks together now and then (each stall of the engine or the
+  // reader bunches two); buffering anywhere on the way would bunch them all.
+  assert.ok(paced.length >= gaps.length / 2, `gaps ${gaps.map((g) => g.toFixed(1)).join(', ')}`)
   assert.ok(arrivals.at(-1)! - arrivals[0]! >= 7 * 40, 'first and last chunk should be ~350 ms apart')
 })
 
@@ -208,14 +209,20 @@ test('backpressure holds end to end: a client that does not read stops the engin
       signal: controller.signal,
     })
     assert.equal(res.status, 200)
-    // Do not read: the engine must soon be held back by full windows and buffers.
-    await new Promise((r) => setTimeout(r, 1_500))
-    const heldAt = written
+    // Do not read: the engine must soon be held back by full windows and buffers. Held means
+    // waiting for drain with nothing written for 500 ms; how soon that happens depends on the
+    // machine, so wait for it (up to 20 s) rather than for a fixed time.
+    const bound = 96 * 1024 * 1024
+    const deadline = Date.now() + 20_000
+    let heldAt = -1
+    while (heldAt < 0) {
+      const before = written
+      await new Promise((r) => setTimeout(r, 500))
+      assert.ok(written < bound, `the engine wrote ${written} bytes to a client that read nothing`)
+      if (waitingForDrain && written === before) heldAt = written
+      else assert.ok(Date.now() < deadline, `the engine never stopped writing (${written} bytes)`)
+    }
     console.log(`# held at ${(heldAt / 1048576).toFixed(1)} MiB for a client that reads nothing`)
-    assert.ok(waitingForDrain, 'the engine is waiting for drain')
-    assert.ok(heldAt < 96 * 1024 * 1024, `the engine wrote ${heldAt} bytes to a client that read nothing`)
-    await new Promise((r) => setTimeout(r, 500))
-    assert.ok(written - heldAt <= chunk.length, 'nothing more was written while the client did not read')
     // Reading resumes the flow.
     const reader = res.body!.getReader()
     let read = 0

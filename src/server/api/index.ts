@@ -1,13 +1,24 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AdminAuth } from '../../auth/admin.js'
 import { type CreateKeyInput, type KeyManager, publicKeyView } from '../../auth/manage.js'
+import type { CredentialThrottle } from '../../auth/throttle.js'
+import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { ErrorCodes, FabricError, isFabricError } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store } from '../../store/index.js'
+import { addressKey, type ConnectionBudget } from '../connections.js'
 import { sendError } from '../gateway/errors.js'
-import { pathSegments, presentedKey, queryParams, sendJson, splitTarget, wellFormedQuery } from '../http.js'
+import {
+  closeAfterResponse,
+  pathSegments,
+  presentedKey,
+  queryParams,
+  sendJson,
+  splitTarget,
+  wellFormedQuery,
+} from '../http.js'
 import { closeServer, listen } from '../listen.js'
 
 /** Options of the management API port. */
@@ -22,6 +33,16 @@ export interface ApiServerOptions {
   /** Key management; without a store the key routes answer 503. */
   readonly keys?: KeyManager | undefined
   readonly store?: Store | undefined
+  /** Connection caps of this port. */
+  readonly budget: ConnectionBudget
+  /** Failed admin keys per address. */
+  readonly throttle: CredentialThrottle
+  /** Extra figures for `GET /api/v1/stats` (connection budgets, throttling). */
+  readonly edgeStats?: (() => Record<string, unknown>) | undefined
+  /** @default TIMEOUTS.httpHeadersMs */
+  readonly headersTimeoutMs?: number | undefined
+  /** @default TIMEOUTS.apiRequestMs */
+  readonly requestTimeoutMs?: number | undefined
 }
 
 /** JSON view of one worker, as the management API shows it. */
@@ -45,7 +66,7 @@ export function describeWorker(w: WorkerSession) {
   }
 }
 
-const MAX_BODY = 64 * 1024
+const MAX_BODY = LIMITS.maxApiBodyBytes
 
 /** The management and monitoring REST API (port 18081). Everything but `/health` takes the admin key. */
 export class ApiServer {
@@ -55,7 +76,9 @@ export class ApiServer {
 
   constructor(options: ApiServerOptions) {
     this.#options = options
-    this.#server = createServer((req, res) => {
+    const headersTimeout = options.headersTimeoutMs ?? TIMEOUTS.httpHeadersMs
+    const requestTimeout = Math.max(headersTimeout, options.requestTimeoutMs ?? TIMEOUTS.apiRequestMs)
+    this.#server = createServer({ headersTimeout, requestTimeout }, (req, res) => {
       // Anything a request throws, synchronously or not, ends as that request's error response.
       let handled: Promise<void>
       try {
@@ -64,6 +87,10 @@ export class ApiServer {
         handled = Promise.reject(err)
       }
       handled.catch((err: unknown) => {
+        if (isFabricError(err, ErrorCodes.ABORTED)) {
+          res.destroy()
+          return
+        }
         const fabric = isFabricError(err)
           ? err
           : new FabricError(ErrorCodes.INTERNAL, 'internal error', { cause: err })
@@ -73,16 +100,18 @@ export class ApiServer {
             'management API error',
           )
         try {
+          if (fabric.code === ErrorCodes.BODY_TOO_LARGE) closeAfterResponse(req, res)
           sendError(res, 'openai', fabric.code, fabric.message)
         } catch {
           res.destroy()
         }
       })
     })
+    options.budget.guard(this.#server, false)
   }
 
   async start(): Promise<number> {
-    return listen(this.#server, this.#options.port, this.#options.host)
+    return listen(this.#server, this.#options.port, this.#options.host, this.#options.logger)
   }
 
   async stop(): Promise<void> {
@@ -102,9 +131,22 @@ export class ApiServer {
       })
       return
     }
+    const { throttle } = this.#options
+    if (throttle.active) {
+      const wait = throttle.blockedFor(addressKey(req.socket.remoteAddress))
+      if (wait > 0) {
+        throttle.throttled()
+        closeAfterResponse(req, res)
+        sendError(res, 'openai', ErrorCodes.AUTH_THROTTLED, 'too many failed admin keys from this address', {
+          'retry-after': String(Math.ceil(wait / 1000)),
+        })
+        return
+      }
+    }
     const key = presentedKey(req.headers)
     if (key === undefined || !this.#options.admin.check(key)) {
-      req.resume()
+      if (key !== undefined) throttle.failure(addressKey(req.socket.remoteAddress), undefined, 'admin key')
+      closeAfterResponse(req, res)
       sendError(res, 'openai', ErrorCodes.UNAUTHORIZED, 'the management API needs the admin key')
       return
     }
@@ -141,7 +183,12 @@ export class ApiServer {
       case 'GET stats': {
         let inflight = 0
         for (const w of registry.workers()) inflight += w.inflight
-        return sendJson(res, 200, { workers: registry.size, models: registry.models().length, inflight })
+        return sendJson(res, 200, {
+          workers: registry.size,
+          models: registry.models().length,
+          inflight,
+          ...this.#options.edgeStats?.(),
+        })
       }
       case 'GET keys':
         return sendJson(res, 200, { keys: (await this.#keys().list()).map(publicKeyView) })
@@ -190,7 +237,7 @@ export class ApiServer {
         return sendJson(res, 200, { users: await store.listUsers() })
       }
       case 'POST users': {
-        const name = (body as { name?: unknown }).name
+        const name = (body as { name?: unknown } | null)?.name
         if (typeof name !== 'string' || name.length === 0 || name.length > 128) {
           throw new FabricError(
             ErrorCodes.BAD_REQUEST,
@@ -303,18 +350,40 @@ function keyInput(body: unknown): CreateKeyInput {
   return input as CreateKeyInput
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > MAX_BODY) throw new FabricError(ErrorCodes.BODY_TOO_LARGE, `body exceeds ${MAX_BODY} bytes`)
-    chunks.push(chunk as Buffer)
-  }
-  if (size === 0) return {}
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
-  } catch {
-    throw new FabricError(ErrorCodes.BAD_REQUEST, 'body is not valid JSON')
-  }
+/**
+ * Reads a JSON body of at most MAX_BODY bytes. An oversized body is refused without reading
+ * the rest, and without destroying the request: the 413 must still reach the client.
+ */
+function readJson(req: IncomingMessage): Promise<unknown> {
+  const tooLarge = () => new FabricError(ErrorCodes.BODY_TOO_LARGE, `body exceeds ${MAX_BODY} bytes`)
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) return Promise.reject(tooLarge())
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > MAX_BODY) {
+        req.off('data', onData)
+        req.pause()
+        reject(tooLarge())
+        return
+      }
+      chunks.push(chunk)
+    }
+    req.on('data', onData)
+    // The client went away mid-body: nothing to answer, nothing went wrong here.
+    req.once('error', () => reject(new FabricError(ErrorCodes.ABORTED, 'the client went away')))
+    req.once('end', () => {
+      if (size > MAX_BODY) return
+      if (size === 0) {
+        resolve({})
+        return
+      }
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+      } catch {
+        reject(new FabricError(ErrorCodes.BAD_REQUEST, 'body is not valid JSON'))
+      }
+    })
+  })
 }

@@ -1,13 +1,16 @@
 import { randomBytes, randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls'
+import type { WorkerAuthenticator } from '../../auth/credentials.js'
+import type { CredentialThrottle } from '../../auth/throttle.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
-import { ErrorCodes, type FabricError } from '../../errors/index.js'
+import { type ErrorCode, ErrorCodes, FabricError } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import { ControlChannel, type Login, MessageType } from '../../protocol/index.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { WorkerSession } from '../../routing/worker-session.js'
 import { TLS13 } from '../../tls/index.js'
-import type { WorkerAuthenticator } from '../auth.js'
+import { addressKey, type ConnectionBudget } from '../connections.js'
 import { closeServer, listen } from '../listen.js'
 
 /** Options of the control-port server. */
@@ -26,6 +29,16 @@ export interface ControlServerOptions {
   readonly heartbeatIntervalMs?: number
   readonly dataConnections?: number | undefined
   readonly events?: { online(s: WorkerSession): void; offline(s: WorkerSession): void } | undefined
+  /** Connection caps of this port. */
+  readonly budget: ConnectionBudget
+  /** Failed worker tokens, counted per address and client id. */
+  readonly throttle: CredentialThrottle
+  /** Largest frame before login. @default LIMITS.maxLoginFrameBytes */
+  readonly maxLoginFrameBytes?: number | undefined
+  /** @default TIMEOUTS.tlsHandshakeMs */
+  readonly handshakeTimeoutMs?: number | undefined
+  /** @default TIMEOUTS.loginRefusalDelayMs */
+  readonly loginRefusalDelayMs?: number | undefined
 }
 
 /**
@@ -40,10 +53,15 @@ export class ControlServer {
 
   constructor(options: ControlServerOptions) {
     this.#options = options
-    this.#server = createTlsServer({ ...TLS13, cert: options.cert, key: options.key }, (socket) =>
-      this.#onConnection(socket),
+    const handshakeMs = options.handshakeTimeoutMs ?? TIMEOUTS.tlsHandshakeMs
+    this.#server = createTlsServer(
+      { ...TLS13, cert: options.cert, key: options.key, handshakeTimeout: handshakeMs },
+      (socket) => this.#onConnection(socket),
     )
-    // Failed handshakes (TLS 1.2 clients, garbage) only concern that one socket.
+    // Every connection counts from accept: an unfinished TLS handshake holds a pending slot,
+    // and is cut after the handshake timeout.
+    options.budget.guard(this.#server, true, handshakeMs)
+    // Failed handshakes (TLS 1.2 clients, garbage, silence) only concern that one socket.
     this.#server.on('tlsClientError', (err, socket) => {
       options.logger.debug({ err: err.message }, 'control TLS handshake failed')
       socket.destroy()
@@ -52,7 +70,7 @@ export class ControlServer {
 
   /** Starts listening; resolves with the bound port. */
   async start(): Promise<number> {
-    return listen(this.#server, this.#options.port, this.#options.host)
+    return listen(this.#server, this.#options.port, this.#options.host, this.#options.logger)
   }
 
   /** Stops accepting and closes every worker's control channel. */
@@ -67,14 +85,12 @@ export class ControlServer {
 
   #onConnection(socket: TLSSocket): void {
     const { logger, registry } = this.#options
-    if (this.#pending.size >= LIMITS.maxPendingConnections) {
-      // A flood of connections that never log in must not hold unbounded sockets.
-      socket.destroy()
-      return
-    }
     socket.setNoDelay(true)
+    // A stranger's frames are read with a login-sized limit: memory before authentication
+    // stays bounded (pending connections × this); the full limit comes with the login.
     const channel = new ControlChannel(socket, {
-      maxFrameBytes: this.#options.maxFrameBytes ?? LIMITS.maxControlFrameBytes,
+      maxFrameBytes: this.#options.maxLoginFrameBytes ?? LIMITS.maxLoginFrameBytes,
+      maxWriteBufferBytes: 4 * (this.#options.maxFrameBytes ?? LIMITS.maxControlFrameBytes),
     })
     this.#pending.add(channel)
     const loginTimer = setTimeout(() => channel.destroy(), this.#options.loginTimeoutMs ?? TIMEOUTS.loginMs)
@@ -96,20 +112,28 @@ export class ControlServer {
       logger.info({ clientId: session.clientId, code: err?.code }, 'worker disconnected')
     })
 
+    let loggingIn = false
     channel.on('message', (message) => {
       if (session === undefined) {
-        if (message.type !== MessageType.Login) {
-          channel.destroy()
+        // Only one Login, first; anything else (or a second Login while the first is checked)
+        // is not one of our workers.
+        if (message.type !== MessageType.Login || loggingIn) {
+          channel.destroy(new FabricError(ErrorCodes.PROTOCOL, 'the first control message must be one Login'))
           return
         }
+        loggingIn = true
         clearTimeout(loginTimer)
-        this.#pending.delete(channel)
         this.#login(channel, message.body).then(
           (s) => {
             session = s
+            // Logged in: from now on the channel closes with its session (stop() sends it a Close).
+            if (s !== undefined) this.#pending.delete(channel)
           },
           (err: unknown) => {
-            this.#options.logger.error({ err: String(err) }, 'worker login failed unexpectedly')
+            this.#options.logger.error(
+              { code: ErrorCodes.INTERNAL, err: String(err) },
+              'worker login failed unexpectedly',
+            )
             channel.destroy()
           },
         )
@@ -139,15 +163,36 @@ export class ControlServer {
   }
 
   async #login(channel: ControlChannel, login: Login): Promise<WorkerSession | undefined> {
-    const { logger, registry } = this.#options
+    const { logger, registry, throttle } = this.#options
+    const address = addressKey(channel.socket.remoteAddress)
+    const throttledFor = throttle.blockedFor(address)
+    if (throttledFor > 0) {
+      // Not even checked: an address past its failure budget waits out its cool-down.
+      throttle.throttled()
+      await this.#refuse(channel, ErrorCodes.AUTH_THROTTLED, throttledFor)
+      return undefined
+    }
     const verdict = await this.#options.authenticate(login)
     if (channel.closed) return undefined
     if (!verdict.ok) {
-      logger.warn({ clientId: login.clientId, remote: channel.socket.remoteAddress }, 'worker login refused')
-      channel.send(MessageType.LoginError, { code: ErrorCodes.LOGIN_REFUSED, message: verdict.reason })
-      channel.close(ErrorCodes.LOGIN_REFUSED, verdict.reason)
+      if (verdict.unavailable === true) {
+        logger.warn({ clientId: login.clientId, remote: address }, 'worker login refused')
+        channel.send(MessageType.LoginError, { code: ErrorCodes.LOGIN_REFUSED, message: verdict.reason })
+        channel.close(ErrorCodes.LOGIN_REFUSED, verdict.reason)
+        return undefined
+      }
+      const { blockedForMs } = throttle.failure(address, `worker:${login.clientId}`, 'worker token')
+      const subjectBlockedMs = throttle.subjectBlockedFor(`worker:${login.clientId}`)
+      await this.#refuse(
+        channel,
+        ErrorCodes.LOGIN_REFUSED,
+        Math.max(blockedForMs, subjectBlockedMs),
+        verdict.reason,
+      )
       return undefined
     }
+    this.#options.budget.authenticated(channel.socket)
+    channel.setMaxFrameBytes(this.#options.maxFrameBytes ?? LIMITS.maxControlFrameBytes)
     const previous = registry.byClientId(login.clientId)
     if (previous !== undefined) {
       registry.remove(previous)
@@ -168,6 +213,7 @@ export class ControlServer {
       hostname: login.hostname,
       os: login.os,
       capacity: login.capacity,
+      credential: verdict.credential,
     })
     registry.add(session)
     const pingIntervalMs = this.#options.pingIntervalMs ?? TIMEOUTS.pingIntervalMs
@@ -193,7 +239,54 @@ export class ControlServer {
     )
     return session
   }
+
+  /**
+   * Refuses a login. A throttled one (`retryAfterMs` > 0) is answered only after a delay, so a
+   * guesser gets a handful of tries a minute per connection slot, and is told when to retry.
+   */
+  async #refuse(
+    channel: ControlChannel,
+    code: ErrorCode,
+    retryAfterMs: number,
+    reason?: string,
+  ): Promise<void> {
+    if (retryAfterMs > 0) {
+      await sleep(this.#options.loginRefusalDelayMs ?? TIMEOUTS.loginRefusalDelayMs, undefined, {
+        ref: false,
+      })
+      if (channel.closed) return
+    }
+    const message =
+      retryAfterMs > 0
+        ? `${reason === undefined ? THROTTLED_MESSAGE : `${reason}; ${THROTTLED_MESSAGE}`}: retry in ${Math.ceil(retryAfterMs / 1000)} s`
+        : (reason ?? 'login refused')
+    channel.send(MessageType.LoginError, {
+      code: retryAfterMs > 0 ? ErrorCodes.AUTH_THROTTLED : code,
+      message,
+      ...(retryAfterMs > 0 ? { retryAfterMs: Math.ceil(retryAfterMs) } : {}),
+    })
+    channel.close(code, message)
+  }
+
+  /** Closes the sessions of workers logged in with the worker token of this prefix (it was revoked). */
+  revokeCredential(prefix: string): number {
+    let closed = 0
+    for (const session of [...this.#options.registry.workers()]) {
+      if (session.credential !== prefix) continue
+      this.#options.registry.remove(session)
+      session.close(ErrorCodes.CREDENTIAL_REVOKED, 'the worker token of this session was revoked')
+      closed++
+      this.#options.logger.warn(
+        { clientId: session.clientId, credential: prefix },
+        'worker disconnected: its token was revoked',
+      )
+    }
+    return closed
+  }
 }
+
+/** Words a refused worker sees (never whether the token or the client id was wrong). */
+const THROTTLED_MESSAGE = 'too many failed logins'
 
 function sameModels(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false

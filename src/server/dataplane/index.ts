@@ -11,6 +11,7 @@ import type { Logger } from '../../observability/logger.js'
 import { superviseLink } from '../../protocol/link-keepalive.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { TLS13 } from '../../tls/index.js'
+import type { ConnectionBudget } from '../connections.js'
 import { closeServer, listen } from '../listen.js'
 
 /** Path of the one-time bind request the server sends on a new data link. */
@@ -30,6 +31,10 @@ export interface DataPlaneServerOptions {
   /** HTTP/2 ping interval and deadline on each data link (half-open links found in seconds). */
   readonly pingIntervalMs?: number | undefined
   readonly pingDeadlineMs?: number | undefined
+  /** Connection caps of this port; a link counts as pending until it is bound. */
+  readonly budget: ConnectionBudget
+  /** @default TIMEOUTS.tlsHandshakeMs */
+  readonly handshakeTimeoutMs?: number | undefined
 }
 
 /** HTTP/2 settings of a data link: big windows, so one link carries many fast streams. */
@@ -51,14 +56,21 @@ export class DataPlaneServer {
   readonly #options: DataPlaneServerOptions
   readonly #server: TlsServer
   readonly #links = new Set<ClientHttp2Session>()
-  #unbound = 0
 
   constructor(options: DataPlaneServerOptions) {
     this.#options = options
+    const handshakeMs = options.handshakeTimeoutMs ?? TIMEOUTS.tlsHandshakeMs
     this.#server = createTlsServer(
-      { ...TLS13, cert: options.cert, key: options.key, ALPNProtocols: ['h2'] },
+      {
+        ...TLS13,
+        cert: options.cert,
+        key: options.key,
+        ALPNProtocols: ['h2'],
+        handshakeTimeout: handshakeMs,
+      },
       (socket) => this.#onConnection(socket),
     )
+    options.budget.guard(this.#server, true, handshakeMs)
     this.#server.on('tlsClientError', (err, socket) => {
       options.logger.debug({ err: err.message }, 'proxy TLS handshake failed')
       socket.destroy()
@@ -66,7 +78,7 @@ export class DataPlaneServer {
   }
 
   async start(): Promise<number> {
-    return listen(this.#server, this.#options.port, this.#options.host)
+    return listen(this.#server, this.#options.port, this.#options.host, this.#options.logger)
   }
 
   async stop(): Promise<void> {
@@ -81,17 +93,6 @@ export class DataPlaneServer {
       socket.destroy()
       return
     }
-    if (this.#unbound >= LIMITS.maxPendingConnections) {
-      socket.destroy()
-      return
-    }
-    this.#unbound++
-    let bound = false
-    const settle = () => {
-      if (bound) return
-      bound = true
-      this.#unbound--
-    }
     socket.setNoDelay(true)
     const link = h2connect('https://worker', {
       createConnection: () => socket,
@@ -101,10 +102,7 @@ export class DataPlaneServer {
     this.#links.add(link)
     // Garbage from the peer is a protocol error on this session only.
     link.on('error', (err) => logger.debug({ err: err.message }, 'data link error'))
-    link.on('close', () => {
-      settle()
-      this.#links.delete(link)
-    })
+    link.on('close', () => this.#links.delete(link))
     link.on('connect', () => link.setLocalWindowSize(LIMITS.h2ConnectionWindowBytes))
 
     const timer = setTimeout(() => link.destroy(), this.#options.bindTimeoutMs ?? TIMEOUTS.bindMs)
@@ -116,7 +114,6 @@ export class DataPlaneServer {
     bind.on('error', () => link.destroy())
     bind.on('response', (headers) => {
       clearTimeout(timer)
-      settle()
       bind.resume()
       try {
         this.#bound(link, socket, headers)
@@ -136,6 +133,7 @@ export class DataPlaneServer {
       link.destroy()
       return
     }
+    this.#options.budget.authenticated(socket)
     session.addLink(link)
     superviseLink(
       link,

@@ -20,6 +20,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   [ErrorCodes.STORE_UNAVAILABLE]: 503,
   [ErrorCodes.CACHE_UNAVAILABLE]: 503,
   [ErrorCodes.RATE_LIMITED]: 429,
+  [ErrorCodes.AUTH_THROTTLED]: 429,
   [ErrorCodes.FORBIDDEN]: 403,
   [ErrorCodes.KEY_EXPIRED]: 401,
   [ErrorCodes.INTERNAL]: 500,
@@ -43,6 +44,7 @@ function openaiCode(code: ErrorCode): string {
     case ErrorCodes.MODEL_NOT_FOUND:
       return 'model_not_found'
     case ErrorCodes.RATE_LIMITED:
+    case ErrorCodes.AUTH_THROTTLED:
       return 'rate_limit_exceeded'
     default:
       return code
@@ -80,7 +82,8 @@ export function sendError(
     'content-length': Buffer.byteLength(body),
     ...extraHeaders,
   }
-  if (code === ErrorCodes.UNAUTHORIZED) headers['www-authenticate'] = 'Bearer'
+  if (code === ErrorCodes.UNAUTHORIZED || code === ErrorCodes.KEY_EXPIRED)
+    headers['www-authenticate'] = 'Bearer'
   res.writeHead(statusOf(code), headers)
   res.end(body)
 }

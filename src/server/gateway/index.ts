@@ -6,15 +6,25 @@ import {
 } from 'node:http'
 import { createSecureServer } from 'node:http2'
 import type { KeyAuthenticator } from '../../auth/authenticator.js'
+import { parseKey } from '../../auth/keys.js'
 import type { Principal } from '../../auth/principal.js'
 import { RateLimiter } from '../../auth/rate-limit.js'
+import type { CredentialThrottle } from '../../auth/throttle.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import { encodeLaneRequest } from '../../protocol/lane.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { TLS13 } from '../../tls/index.js'
-import { decodeSegment, presentedKey, sendJson, splitTarget, wellFormedQuery } from '../http.js'
+import { addressKey, type ConnectionBudget } from '../connections.js'
+import {
+  closeAfterResponse,
+  decodeSegment,
+  presentedKey,
+  sendJson,
+  splitTarget,
+  wellFormedQuery,
+} from '../http.js'
 import { closeServer, listen } from '../listen.js'
 import type { RequestTracker } from '../request-log.js'
 import { type ApiFamily, sendError } from './errors.js'
@@ -54,7 +64,20 @@ export interface GatewayOptions {
   readonly maxAttempts?: number
   readonly firstByteTimeoutMs?: number
   readonly idleTimeoutMs?: number
+  /** Connection caps of this port (TLS handshakes count as pending). */
+  readonly budget: ConnectionBudget
+  /** Failed API keys per address and key prefix. */
+  readonly throttle: CredentialThrottle
+  /** @default TIMEOUTS.httpHeadersMs */
+  readonly headersTimeoutMs?: number | undefined
+  /** @default TIMEOUTS.httpRequestMs */
+  readonly requestTimeoutMs?: number | undefined
+  /** @default TIMEOUTS.tlsHandshakeMs */
+  readonly handshakeTimeoutMs?: number | undefined
 }
+
+/** Sent on every HTTPS answer: a year, the usual value; clients then refuse plain HTTP to this host. */
+const HSTS = 'max-age=31536000'
 
 /**
  * The public port: API-key authentication, OpenAI- and Ollama-compatible routes, and the
@@ -73,6 +96,7 @@ export class Gateway {
   #active = 0
   #drained: (() => void) | undefined
   readonly #pick: WorkerRegistry['pick']
+  readonly #tls: boolean
   readonly #onResponseClosed = () => {
     if (--this.#active === 0) this.#drained?.()
   }
@@ -93,17 +117,38 @@ export class Gateway {
         this.#failed(res, 'openai', err)
       }
     }
-    this.#server =
-      options.tls === undefined
-        ? createHttpServer({ noDelay: true, keepAliveTimeout: 65_000 }, handler)
-        : (createSecureServer(
-            { ...TLS13, cert: options.tls.cert, key: options.tls.key, allowHTTP1: true },
-            handler as never,
-          ) as unknown as Server)
+    this.#tls = options.tls !== undefined
+    const headersTimeout = options.headersTimeoutMs ?? TIMEOUTS.httpHeadersMs
+    const requestTimeout = Math.max(headersTimeout, options.requestTimeoutMs ?? TIMEOUTS.httpRequestMs)
+    if (options.tls === undefined) {
+      this.#server = createHttpServer(
+        { noDelay: true, keepAliveTimeout: 65_000, headersTimeout, requestTimeout },
+        handler,
+      )
+      options.budget.guard(this.#server, false)
+    } else {
+      const handshakeMs = options.handshakeTimeoutMs ?? TIMEOUTS.tlsHandshakeMs
+      const secure = createSecureServer(
+        {
+          ...TLS13,
+          cert: options.tls.cert,
+          key: options.tls.key,
+          allowHTTP1: true,
+          handshakeTimeout: handshakeMs,
+        },
+        handler as never,
+      )
+      // Until its handshake completes a connection is a stranger's: it counts as pending.
+      options.budget.guard(secure, true, handshakeMs)
+      secure.on('secureConnection', (socket) => options.budget.authenticated(socket))
+      // An idle HTTPS connection (either protocol) goes after the keep-alive time.
+      secure.setTimeout(65_000)
+      this.#server = secure as unknown as Server
+    }
   }
 
   async start(): Promise<number> {
-    return listen(this.#server, this.#options.port, this.#options.host)
+    return listen(this.#server, this.#options.port, this.#options.host, this.#options.logger)
   }
 
   /**
@@ -130,6 +175,7 @@ export class Gateway {
   #handle(req: IncomingMessage, res: ServerResponse): void {
     this.#active++
     res.on('close', this.#onResponseClosed)
+    if (this.#tls) res.setHeader('strict-transport-security', HSTS)
     // Only the path is used: inference routes forward their path alone, never the query.
     const { path, query } = splitTarget(req.url)
     const forwarded = FORWARDED.get(path)
@@ -143,9 +189,18 @@ export class Gateway {
       sendJson(res, 200, { status: 'ok' })
       return
     }
+    const { throttle } = this.#options
+    if (throttle.active) {
+      const wait = throttle.blockedFor(addressKey(req.socket.remoteAddress))
+      if (wait > 0) {
+        throttle.throttled()
+        this.#throttled(req, res, api, wait)
+        return
+      }
+    }
     const key = presentedKey(req.headers)
     if (key === undefined) {
-      this.#refuse(req, res, api, 'invalid')
+      this.#refuse(req, res, api, 'missing', undefined)
       return
     }
     // Fast path: static key or a key this process trusts already, no I/O.
@@ -162,20 +217,37 @@ export class Gateway {
           if (verdict.ok) {
             req.resume()
             this.#route(req, res, path, api, forwarded, verdict.principal)
-          } else this.#refuse(req, res, api, verdict.reason)
+          } else this.#refuse(req, res, api, verdict.reason, key)
         },
-        () => this.#refuse(req, res, api, 'unavailable'),
+        () => this.#refuse(req, res, api, 'unavailable', key),
       )
       .catch((err: unknown) => this.#failed(res, api, err))
   }
 
+  /** Answers 429 to an address past its failed-credential budget; its body is not read. */
+  #throttled(req: IncomingMessage, res: ServerResponse, api: ApiFamily, waitMs: number): void {
+    closeAfterResponse(req, res)
+    sendError(
+      res,
+      api,
+      ErrorCodes.AUTH_THROTTLED,
+      'too many requests with invalid API keys from this address; retry later',
+      { 'retry-after': String(Math.ceil(waitMs / 1000)) },
+    )
+  }
+
+  /** Refuses a request's key. Its body is never read; a wrong key counts against its address. */
   #refuse(
     req: IncomingMessage,
     res: ServerResponse,
     api: ApiFamily,
-    reason: 'invalid' | 'expired' | 'unavailable',
+    reason: 'missing' | 'invalid' | 'expired' | 'unavailable',
+    key: string | undefined,
   ): void {
-    req.resume()
+    closeAfterResponse(req, res)
+    if (reason === 'invalid' && key !== undefined) {
+      this.#options.throttle.failure(addressKey(req.socket.remoteAddress), keySubject(key), 'API key')
+    }
     if (reason === 'unavailable') {
       sendError(
         res,
@@ -208,16 +280,16 @@ export class Gateway {
   ): void {
     if (forwarded !== undefined) {
       if (req.method !== 'POST') {
+        closeAfterResponse(req, res)
         sendError(res, api, ErrorCodes.METHOD_NOT_ALLOWED, `${path} takes POST`, { allow: 'POST' })
-        req.resume()
         return
       }
       this.#readAndForward(req, res, path, forwarded, principal)
       return
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
+      closeAfterResponse(req, res)
       sendError(res, api, ErrorCodes.NOT_FOUND, `no route for ${req.method} ${path}`)
-      req.resume()
       return
     }
     const { registry } = this.#options
@@ -294,10 +366,9 @@ export class Gateway {
 
   #tooLarge(req: IncomingMessage, res: ServerResponse, api: ApiFamily): void {
     // Answer at once and close: reading the rest of an oversized body only wastes our memory.
-    sendError(res, api, ErrorCodes.BODY_TOO_LARGE, `request body exceeds ${this.#maxBodyBytes} bytes`, {
-      connection: 'close',
-    })
-    req.resume()
+    req.removeAllListeners('data')
+    closeAfterResponse(req, res)
+    sendError(res, api, ErrorCodes.BODY_TOO_LARGE, `request body exceeds ${this.#maxBodyBytes} bytes`)
   }
 
   #forward(res: ServerResponse, path: string, api: ApiFamily, body: Buffer, principal: Principal): void {
@@ -419,6 +490,12 @@ export class Gateway {
       idleMs: this.#idleMs,
     }).start()
   }
+}
+
+/** What a wrong key is counted against besides its address: its public prefix, when it has one. */
+function keySubject(key: string): string | undefined {
+  const prefix = parseKey(key)?.prefix
+  return prefix === undefined ? undefined : `key:${prefix}`
 }
 
 /** The `model` of a JSON body: the name, `undefined` when absent or not a string, `null` when not JSON. */

@@ -37,6 +37,26 @@ export class AnswerMeter {
     if (this.#done) return
     this.#done = true
     const tail = Buffer.concat(this.#tail).toString('utf8').slice(-4096)
-    this.#report({ status: this.status, workerId: this.workerId, tokens: countTokens(tail, this.#bytes) })
+    const tokens = countTokens(tail, this.#bytes)
+    this.#report({
+      status: this.status,
+      workerId: this.workerId,
+      tokens: {
+        total: safeCount(tokens.total),
+        prompt: tokens.prompt === null ? null : safeCount(tokens.prompt),
+        completion: tokens.completion === null ? null : safeCount(tokens.completion),
+        reported: tokens.reported,
+      },
+    })
   }
+}
+
+/**
+ * A token count as a whole number in [0, 2^53 - 1]. The engine's `usage` may hold any number
+ * of digits (`Number` makes 400 of them Infinity): a huge count stays "very many" for the TPM
+ * limiter, which refuses unsafe integers and would otherwise leave that answer uncounted.
+ */
+function safeCount(n: number): number {
+  if (Number.isNaN(n)) return 0
+  return Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, Math.round(n)))
 }

@@ -1,8 +1,28 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { Login } from '../protocol/index.js'
 
+/** A worker login's outcome. */
+export type WorkerVerdict =
+  | {
+      readonly ok: true
+      /**
+       * The public prefix of the worker token it logged in with, so that revoking that token
+       * can reach the live session. Absent for the shared token (it cannot be revoked).
+       */
+      readonly credential?: string | undefined
+    }
+  | {
+      readonly ok: false
+      readonly reason: string
+      /**
+       * The credential could not be checked (database down): not the worker's fault, so it
+       * does not count as a failed credential.
+       */
+      readonly unavailable?: boolean
+    }
+
 /** Decides whether a worker may log in. */
-export type WorkerAuthenticator = (login: Login) => Promise<{ ok: true } | { ok: false; reason: string }>
+export type WorkerAuthenticator = (login: Login) => Promise<WorkerVerdict>
 
 /** Hashes a secret so two secrets compare in constant time whatever their lengths. */
 function digest(secret: string): Buffer {
