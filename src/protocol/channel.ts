@@ -10,6 +10,12 @@ export interface ControlChannelOptions {
   readonly maxFrameBytes: number
   /** Bytes we let queue towards a peer that does not read before dropping it. */
   readonly maxWriteBufferBytes?: number
+  /**
+   * Answer pings at once (default). A server reads a stranger's channel with `false`: a Ping
+   * then reaches its message handler like any other message, so that only a Login can come
+   * first; {@link answerPings} turns answering on after login.
+   */
+  readonly answerPings?: boolean
 }
 
 interface ControlChannelEvents {
@@ -29,12 +35,14 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
   #lastSeen = Date.now()
   #keepalive: NodeJS.Timeout | undefined
   #closed = false
+  #answerPings: boolean
 
   constructor(socket: Socket, options: ControlChannelOptions) {
     super()
     this.socket = socket
     this.#decoder = new FrameDecoder(options.maxFrameBytes)
     this.#maxWriteBufferBytes = options.maxWriteBufferBytes ?? 4 * options.maxFrameBytes
+    this.#answerPings = options.answerPings ?? true
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
     socket.on('error', (err) =>
       this.#finish(new FabricError(ErrorCodes.PROTOCOL, err.message, { cause: err, retryable: true })),
@@ -53,6 +61,11 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
    */
   setMaxFrameBytes(bytes: number): void {
     this.#decoder.setMaxFrameBytes(bytes)
+  }
+
+  /** Starts answering pings (after the peer logged in). */
+  answerPings(): void {
+    this.#answerPings = true
   }
 
   /** Sends one message. Returns false when the channel is closed. */
@@ -112,11 +125,11 @@ export class ControlChannel extends EventEmitter<ControlChannelEvents> {
     }
     for (const message of messages) {
       if (this.#closed) return
-      if (message.type === MessageType.Ping) {
+      if (message.type === MessageType.Ping && this.#answerPings) {
         this.send(MessageType.Pong, { t: message.body.t })
         continue
       }
-      if (message.type === MessageType.Pong) continue
+      if (message.type === MessageType.Pong && this.#answerPings) continue
       try {
         this.emit('message', message)
       } catch (err) {

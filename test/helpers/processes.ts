@@ -35,9 +35,16 @@ process.on('exit', () => {
   for (const child of running) child.kill('SIGKILL')
 })
 
-/** Starts `gpufabric <args>` as a child process. */
-export function startCli(args: string[]): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Starts `gpufabric <args>` as a child process; `fdLimit` caps its open file descriptors (`ulimit -n`). */
+export function startCli(args: string[], options: { fdLimit?: number } = {}): CliProcess {
+  const child =
+    options.fdLimit === undefined
+      ? spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(
+          'bash',
+          ['-c', `ulimit -n ${options.fdLimit} && exec "$@"`, 'gpufabric', process.execPath, CLI, ...args],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        )
   running.add(child)
   let out = ''
   const listeners = new Set<() => void>()

@@ -5,8 +5,9 @@ import { after, test } from 'node:test'
 import { type TLSSocket, connect as tlsConnect } from 'node:tls'
 import { type Agent, fetch as undiciFetch } from 'undici'
 import { LIMITS } from '../../src/config/defaults.js'
-import { encodeFrame } from '../../src/protocol/frame.js'
-import { MessageType } from '../../src/protocol/index.js'
+import { ErrorCodes } from '../../src/errors/index.js'
+import { encodeFrame, FrameDecoder } from '../../src/protocol/frame.js'
+import { decodeMessage, encodeMessage, MessageType } from '../../src/protocol/index.js'
 import { addressKey } from '../../src/server/connections.js'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
 import { API_KEY, agentFrom, startFabric, type TestFabric, waitFor } from '../helpers/fabric.js'
@@ -309,4 +310,51 @@ test('edge limits can be overridden by name, and unknown names are refused', asy
   } finally {
     for (const s of held) s.destroy()
   }
+})
+
+test('wrong worker tokens from one address get delayed, throttled LoginErrors; a worker from another address logs in', async () => {
+  const fabric = await fabricWith({ edge: { loginRefusalDelayMs: 20 } })
+  const port = fabric.server.ports.control
+  /** One login attempt with a wrong token from 127.0.0.1: resolves with the LoginError. */
+  const attempt = async (i: number) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false })
+    s.on('error', () => {})
+    await settled(s, 'secureConnect')
+    if (s.destroyed) return undefined
+    s.write(
+      encodeMessage(MessageType.Login, {
+        clientId: `guess-${i % 7}`,
+        token: `wrong-${i}`,
+        agentVersion: 't',
+        engineType: 'echo',
+        models: [],
+      }),
+    )
+    const decoder = new FrameDecoder(LIMITS.maxControlFrameBytes)
+    const frames: { code: string; retryAfterMs?: number }[] = []
+    s.on('data', (chunk: Buffer) => {
+      for (const frame of decoder.push(chunk)) {
+        const m = decodeMessage(frame)
+        if (m.type === MessageType.LoginError) frames.push(m.body)
+      }
+    })
+    if (!s.destroyed) await settled(s, 'close')
+    return frames[0]
+  }
+  const codes = new Map<string, number>()
+  let retryAfterMs = 0
+  // Ten at a time: within the pending budget of one address, so each attempt reaches a login.
+  for (let i = 0; i < 3_000; i += 10) {
+    const answers = await Promise.all(Array.from({ length: 10 }, (_, j) => attempt(i + j)))
+    for (const a of answers) {
+      codes.set(a?.code ?? 'none', (codes.get(a?.code ?? 'none') ?? 0) + 1)
+      retryAfterMs = Math.max(retryAfterMs, a?.retryAfterMs ?? 0)
+    }
+    if (i === 1_000) {
+      await fabric.addWorker(createEchoEngine({ models: ['echo'] }), 'honest', { localAddress: '127.0.0.2' })
+    }
+  }
+  assert.ok((codes.get(ErrorCodes.AUTH_THROTTLED) ?? 0) > 2_500, JSON.stringify([...codes]))
+  assert.ok(retryAfterMs > 0)
+  assert.equal(await chat(fabric), 200)
 })

@@ -372,9 +372,7 @@ test('a worker that ends its side of an idle lane: the next request opens a new 
   assert.notEqual(lastLane, lane)
 })
 
-test('a head the user cannot be sent (invalid header) ends in a 502 or a retry, not a dropped connection', {
-  todo: 'gateway/relay.ts Relay.head: when res.writeHead throws it cancels the lane and destroys the user connection although nothing was sent',
-}, async () => {
+test('a head the user cannot be sent (invalid header) ends in a 502 or a retry, not a dropped connection', {}, async () => {
   for (const scenario of ['head-bad-header', 'head-bad-value']) {
     const { out, healthyCallsDuring } = await viaRogue(scenario)
     const retried = out.status === 200 && out.body.includes(`echo: ${scenario}`) && healthyCallsDuring === 1
@@ -383,9 +381,7 @@ test('a head the user cannot be sent (invalid header) ends in a 502 or a retry, 
   }
 })
 
-test('a content-length the body does not match never desyncs the user connection', {
-  todo: 'gateway/relay.ts forwards the worker content-length verbatim and writes the whole body: the user reads a truncated 200 and the surplus bytes are read as the next response',
-}, async () => {
+test('a content-length the body does not match never desyncs the user connection', {}, async () => {
   // One keep-alive connection, two requests: every byte must belong to a response as its own
   // framing announces it, and no truncated body may pass for a complete answer.
   const socket = connect(Number(new URL(fabric.baseUrl).port), '127.0.0.1')

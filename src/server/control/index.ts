@@ -91,6 +91,7 @@ export class ControlServer {
     const channel = new ControlChannel(socket, {
       maxFrameBytes: this.#options.maxLoginFrameBytes ?? LIMITS.maxLoginFrameBytes,
       maxWriteBufferBytes: 4 * (this.#options.maxFrameBytes ?? LIMITS.maxControlFrameBytes),
+      answerPings: false,
     })
     this.#pending.add(channel)
     const loginTimer = setTimeout(() => channel.destroy(), this.#options.loginTimeoutMs ?? TIMEOUTS.loginMs)
@@ -193,6 +194,7 @@ export class ControlServer {
     }
     this.#options.budget.authenticated(channel.socket)
     channel.setMaxFrameBytes(this.#options.maxFrameBytes ?? LIMITS.maxControlFrameBytes)
+    channel.answerPings()
     const previous = registry.byClientId(login.clientId)
     if (previous !== undefined) {
       registry.remove(previous)

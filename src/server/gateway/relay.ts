@@ -43,6 +43,9 @@ export class Relay implements LaneExchange {
   /** The lane of the try in flight; cleared when it ends, so late events cannot touch it. */
   #lane: Lane | undefined
   #contentType = ''
+  /** The answer's declared content-length (-1: none), and the body bytes relayed so far. */
+  #declared = -1
+  #relayed = 0
   readonly #onClose = () => this.#lane?.cancel()
   readonly #onDrain = () => this.#lane?.resume()
 
@@ -111,16 +114,38 @@ export class Relay implements LaneExchange {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]
       if (name === 'content-type') this.#contentType = headers[i + 1]!
-      else if (name === 'content-length') sized = true
+      else if (name === 'content-length') {
+        // A worker's word on the body's length is checked, never trusted: a length the body
+        // does not match would desync the user's keep-alive connection.
+        const value = headers[i + 1]!
+        if (sized || !/^\d{1,15}$/.test(value)) {
+          headers.splice(i, 2)
+          i -= 2
+          continue
+        }
+        sized = true
+        this.#declared = Number(value)
+      }
     }
     if (extraHeaders !== undefined) for (const name in extraHeaders) headers.push(name, extraHeaders[name]!)
     const res = this.#res
     try {
       res.writeHead(status, headers)
     } catch {
-      // Headers the client cannot be sent (invalid characters from an engine): cut this answer only.
+      // Headers the user cannot be sent (invalid characters from an engine): nothing has left
+      // yet, so the user gets a clean 502 and the lane is dropped.
       this.#lane?.cancel()
-      res.destroy()
+      this.#declared = -1
+      try {
+        sendError(
+          res,
+          this.#r.api,
+          ErrorCodes.WORKER_FAILED,
+          'the worker sent a response that cannot be forwarded',
+        )
+      } catch {
+        res.destroy()
+      }
       return
     }
     // Streams (SSE/NDJSON) must reach the client at once, not when the first chunk comes.
@@ -128,6 +153,13 @@ export class Relay implements LaneExchange {
   }
 
   data(chunk: Buffer, last: boolean): void {
+    if (this.#declared >= 0) {
+      this.#relayed += chunk.length
+      if (this.#relayed > this.#declared || (last && this.#relayed !== this.#declared)) {
+        this.#mismatch()
+        return
+      }
+    }
     this.#r.meter?.observe(chunk)
     // A complete answer leaves with its end: one write to the user, no empty end() after it.
     if (last) this.#res.end(chunk)
@@ -137,7 +169,16 @@ export class Relay implements LaneExchange {
   end(): void {
     this.#settle()
     this.#r.meter?.finish()
-    if (!this.#res.writableEnded) this.#res.end()
+    if (this.#res.writableEnded) return
+    if (this.#declared >= 0 && this.#relayed !== this.#declared) this.#res.destroy()
+    else this.#res.end()
+  }
+
+  /** The body is longer or shorter than the worker said: the user's connection cannot be kept. */
+  #mismatch(): void {
+    this.#lane?.cancel()
+    this.#declared = -1
+    this.#res.destroy()
   }
 
   fail(retryable: boolean, _message: string): void {
