@@ -72,14 +72,17 @@ export async function startFabric(overrides: Partial<FabricServerOptions> = {}):
         engine,
         reconnectBaseMs: 50,
         reconnectMaxMs: 500,
+        // Short dial timeouts, so that a retried dial fits well inside the waits below.
+        connectTimeoutMs: 2_000,
+        loginTimeoutMs: 2_000,
         ...extra,
       })
       workers.push(agent)
       agent.start()
-      await agent.ready(AbortSignal.timeout(10_000))
+      await agent.ready(AbortSignal.timeout(15_000))
       await waitFor(
         () => server.registry.byClientId(clientId)?.routable === true,
-        5_000,
+        15_000,
         `${clientId} routable`,
       )
       return agent

@@ -111,8 +111,15 @@ export class DataPlaneServer {
       { [h2.HTTP2_HEADER_METHOD]: 'POST', [h2.HTTP2_HEADER_PATH]: BIND_PATH },
       { endStream: true },
     )
+    let answered = false
     bind.on('error', () => link.destroy())
+    // A bind stream that ends without an answer (reset with NO_ERROR or CANCEL raises no error)
+    // leaves nothing to wait for.
+    bind.on('close', () => {
+      if (!answered) link.destroy()
+    })
     bind.on('response', (headers) => {
+      answered = true
       clearTimeout(timer)
       bind.resume()
       try {
