@@ -3,10 +3,9 @@ import { after, before, test } from 'node:test'
 import { casesInFlight, formatReport, runNetworkFuzz } from '../fuzz/network.js'
 import { type FuzzTarget, startFuzzTarget } from '../fuzz/target.js'
 
-// 100,000 requests take about 75 s on two cores (client and server share one event loop), so
-// `npm test` sends 20,000 (about 17 s) and `npm run fuzz` 100,000; GPUF_NETFUZZ_REQUESTS sets
-// the count and GPUF_FUZZ_SEED replays a run.
-const REQUESTS = Number(process.env['GPUF_NETFUZZ_REQUESTS'] ?? 20_000)
+// 100,000 requests (the acceptance count) take about 75 s on two cores (client and server
+// share one event loop); GPUF_NETFUZZ_REQUESTS sets the count and GPUF_FUZZ_SEED replays a run.
+const REQUESTS = Number(process.env['GPUF_NETFUZZ_REQUESTS'] ?? 100_000)
 const SEED = process.env['GPUF_FUZZ_SEED'] === undefined ? undefined : Number(process.env['GPUF_FUZZ_SEED'])
 
 let target: FuzzTarget | undefined

@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { connect as netConnect } from 'node:net'
 import { after, before, test } from 'node:test'
 import { connect as tlsConnect } from 'node:tls'
+import { createLogger } from '../../src/observability/logger.js'
 import { encodeMessage, MessageType } from '../../src/protocol/index.js'
 import { connectTls, createSelfSignedCertificate } from '../../src/tls/index.js'
 import { WorkerAgent } from '../../src/worker/agent.js'
@@ -27,13 +28,13 @@ async function stillServing(): Promise<void> {
   assert.equal(fabric.server.registry.byClientId('honest-worker')?.routable, true)
 }
 
-function handshake(port: number, version: 'TLSv1.2' | 'TLSv1.3', alpn?: string[]): Promise<string> {
+function handshake(port: number, version: 'TLSv1.2' | 'any', alpn?: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
       host: '127.0.0.1',
       port,
-      minVersion: version,
-      maxVersion: version,
+      minVersion: 'TLSv1.2',
+      maxVersion: version === 'any' ? 'TLSv1.3' : version,
       rejectUnauthorized: false,
       ...(alpn === undefined ? {} : { ALPNProtocols: alpn }),
     })
@@ -68,8 +69,9 @@ async function sendAndAwaitClose(port: number, bytes: Buffer, alpn?: string[]): 
 
 test('control and proxy ports speak TLS 1.3 and refuse TLS 1.2', async () => {
   const { control, proxy } = fabric.server.ports
-  assert.equal(await handshake(control, 'TLSv1.3'), 'TLSv1.3')
-  assert.equal(await handshake(proxy, 'TLSv1.3', ['h2']), 'TLSv1.3')
+  // A client that offers 1.2 and 1.3 gets 1.3; one that offers only 1.2 is refused.
+  assert.equal(await handshake(control, 'any'), 'TLSv1.3')
+  assert.equal(await handshake(proxy, 'any', ['h2']), 'TLSv1.3')
   await assert.rejects(handshake(control, 'TLSv1.2'))
   await assert.rejects(handshake(proxy, 'TLSv1.2', ['h2']))
 })
@@ -111,9 +113,19 @@ test('a worker refuses a server certificate it cannot verify', async () => {
     trust: { ca: other.cert },
     engine: createEchoEngine(),
     reconnectBaseMs: 50,
+    logger: createLogger({
+      level: 'warn',
+      destination: {
+        write(line: string) {
+          if (line.includes('GPUF_CERTIFICATE')) refusals++
+        },
+      },
+    }),
   })
+  let refusals = 0
   agent.start()
-  await new Promise((r) => setTimeout(r, 300))
+  // Not a fixed sleep: the agent must actually have dialled, and refused the certificate, twice.
+  await waitFor(() => refusals >= 2, 10_000, 'two refused dials')
   assert.equal(agent.connected, false)
   assert.equal(fabric.server.registry.byClientId('untrusting'), undefined)
   await agent.stop()
