@@ -38,8 +38,9 @@ export async function createSelfSignedCertificate(
     keyType: 'ec',
     curve: 'P-256',
     algorithm: 'sha256',
+    // A minute back for clocks a little behind; the whole validity stays within the limit.
     notBeforeDate: new Date(now.getTime() - 60_000),
-    notAfterDate: new Date(now.getTime() + SELF_SIGNED_VALIDITY_DAYS * 24 * 3600_000),
+    notAfterDate: new Date(now.getTime() - 60_000 + SELF_SIGNED_VALIDITY_DAYS * 24 * 3600_000),
     extensions: [
       { name: 'basicConstraints', cA: true },
       { name: 'keyUsage', digitalSignature: true, keyCertSign: true },

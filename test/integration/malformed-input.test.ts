@@ -2,13 +2,41 @@ import assert from 'node:assert/strict'
 import { connect } from 'node:net'
 import { after, before, test } from 'node:test'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
+import type { Engine } from '../../src/worker/engines/types.js'
 import { API_KEY, startFabric, type TestFabric } from '../helpers/fabric.js'
 
 let fabric: TestFabric
 
+/** Paths the engine was asked for, exactly as the worker handed them over. */
+const enginePaths: string[] = []
+
+/** The echo engine, recording the path of every call. */
+function recordingEcho(): Engine {
+  const echo = createEchoEngine({ models: ['echo'] })
+  const relay = echo.relay?.bind(echo)
+  return {
+    type: echo.type,
+    apis: echo.apis,
+    listModels: (signal) => echo.listModels(signal),
+    call: (call) => {
+      enginePaths.push(call.path)
+      return echo.call(call)
+    },
+    ...(relay === undefined
+      ? {}
+      : {
+          relay: (call: Parameters<typeof relay>[0], sink: Parameters<typeof relay>[1]) => {
+            enginePaths.push(call.path)
+            relay(call, sink)
+          },
+        }),
+    close: () => echo.close(),
+  }
+}
+
 before(async () => {
   fabric = await startFabric()
-  await fabric.addWorker(createEchoEngine({ models: ['echo'] }), 'w1')
+  await fabric.addWorker(recordingEcho(), 'w1')
 })
 after(() => fabric.close())
 
@@ -108,4 +136,9 @@ test('inference routes forward the path only, not the query', async () => {
     body: JSON.stringify({ model: 'echo', messages: [{ role: 'user', content: 'q' }] }),
   })
   assert.equal(res.status, 200)
+  assert.equal(enginePaths.at(-1), '/v1/chat/completions')
+  assert.ok(
+    enginePaths.every((p) => !p.includes('?')),
+    JSON.stringify(enginePaths),
+  )
 })
