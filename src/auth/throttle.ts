@@ -1,5 +1,6 @@
 import { LIMITS, TIMEOUTS } from '../config/defaults.js'
 import type { Logger } from '../observability/logger.js'
+import { addressKey } from './address.js'
 
 /** Options of a {@link CredentialThrottle}; every field defaults to `LIMITS`/`TIMEOUTS`. */
 export interface CredentialThrottleOptions {
@@ -104,9 +105,16 @@ export class CredentialThrottle {
     return this.#remaining(`s:${subject}`)
   }
 
-  /** Counts a refusal of an already throttled address or subject. */
-  throttled(): void {
-    this.counts.throttled++
+  /**
+   * What every port asks before checking a credential: milliseconds the peer at
+   * `remoteAddress` must still wait (0: go ahead); a refusal is counted. While nobody is
+   * throttled this is one comparison, no address parsing: it runs on the request path.
+   */
+  refuses(remoteAddress: string | undefined): number {
+    if (this.#blockedEntries === 0) return 0
+    const wait = this.#remaining(`a:${addressKey(remoteAddress)}`)
+    if (wait > 0) this.counts.throttled++
+    return wait
   }
 
   /**

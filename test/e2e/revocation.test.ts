@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { after, before, test } from 'node:test'
+import { createStore } from '../../src/store/index.js'
 import { WorkerAgent } from '../../src/worker/agent.js'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
 import { waitFor } from '../helpers/fabric.js'
@@ -63,9 +64,14 @@ test('a worker whose token is revoked is disconnected within a second, serves no
   assert.ok(Date.now() - t0 < 1_000, `disconnected after ${Date.now() - t0} ms`)
   assert.match(reason, /revoked/)
   assert.equal(await chat('doomed'), 404)
-  // It does not come back: the agent stopped retrying with a credential that is gone.
+  // It does not come back: a retry with the revoked token would be refused (a 'refused' event)
+  // within the 200 ms backoff cap; a window of five of those sees none.
   await waitFor(() => !revokedAgent.connected, 1_000, 'agent disconnected')
-  await new Promise((r) => setTimeout(r, 500))
+  let retries = 0
+  revokedAgent.on('refused', () => retries++)
+  revokedAgent.on('ready', () => retries++)
+  await new Promise((r) => setTimeout(r, 1_000))
+  assert.equal(retries, 0, 'the agent tried again with a revoked token')
   assert.equal(server.server.registry.byClientId('dana-1'), undefined)
   // The same user's other token is untouched.
   assert.equal(await chat('kept'), 200)
@@ -80,7 +86,6 @@ test('a revocation made elsewhere (the CLI, another server) reaches the live ses
   // Straight into the store, as `gpufabric keys revoke` on another machine would.
   assert.equal(server.server.registry.byClientId('erin-1')?.credential, created.body['prefix'])
   const t0 = Date.now()
-  const { createStore } = await import('../../src/store/index.js')
   const direct = await createStore({ sqlitePath: `${server.dataDir}/gpufabric.db` })
   try {
     assert.equal(await direct.revokeKey(created.body['id'] as string), true)

@@ -46,6 +46,19 @@ function settled(socket: Socket, event: string): Promise<void> {
   })
 }
 
+/** A raw, half-open-capable HTTP connection and the text it has received so far. */
+async function rawHttp(port: number): Promise<{ socket: Socket; answer(): string }> {
+  const socket = netConnect({ port, host: '127.0.0.1', allowHalfOpen: true })
+  socket.on('error', () => {})
+  let answer = ''
+  socket.setEncoding('latin1')
+  socket.on('data', (d: string) => {
+    answer += d
+  })
+  await once(socket, 'connect')
+  return { socket, answer: () => answer }
+}
+
 /** The bytes of a real TLS 1.3 ClientHello, captured from a client talking to a listener that never answers. */
 async function clientHello(): Promise<Buffer> {
   const server = createServer()
@@ -222,14 +235,7 @@ test('wrong API keys from one address get 429 with retry-after; a valid key from
 
 test('a 401 on an upload is answered and the connection closed without reading the body', async () => {
   const fabric = await fabricWith()
-  const socket = netConnect({ port: fabric.server.ports.public, host: '127.0.0.1', allowHalfOpen: true })
-  socket.on('error', () => {})
-  let answer = ''
-  socket.setEncoding('latin1')
-  socket.on('data', (d: string) => {
-    answer += d
-  })
-  await once(socket, 'connect')
+  const { socket, answer } = await rawHttp(fabric.server.ports.public)
   socket.write(
     'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer wrong\r\ncontent-length: 500000000\r\n\r\n',
   )
@@ -247,8 +253,8 @@ test('a 401 on an upload is answered and the connection closed without reading t
   pump()
   const t0 = Date.now()
   await settled(socket, 'close')
-  assert.match(answer, /^HTTP\/1\.1 401 /)
-  assert.match(answer, /connection: close/i)
+  assert.match(answer(), /^HTTP\/1\.1 401 /)
+  assert.match(answer(), /connection: close/i)
   assert.ok(Date.now() - t0 < 5_000, 'connection closed promptly')
   assert.ok(sent < 100_000_000, `the server read ${sent} bytes of a refused body`)
 })
@@ -259,14 +265,7 @@ test('an oversized body gets its 413 before the connection closes, on both HTTP 
     [fabric.server.ports.public, '/v1/chat/completions'],
     [fabric.server.ports.api, '/api/v1/keys'],
   ] as const) {
-    const socket = netConnect({ port, host: '127.0.0.1', allowHalfOpen: true })
-    socket.on('error', () => {})
-    let answer = ''
-    socket.setEncoding('latin1')
-    socket.on('data', (d: string) => {
-      answer += d
-    })
-    await once(socket, 'connect')
+    const { socket, answer } = await rawHttp(port)
     socket.write(
       `POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${API_KEY}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n`,
     )
@@ -279,7 +278,7 @@ test('an oversized body gets its 413 before the connection closes, on both HTTP 
     // The server ends the connection after its answer (our side is half-open: 'end' is its FIN).
     await settled(socket, 'end')
     socket.destroy()
-    assert.match(answer, /^HTTP\/1\.1 413 /, `port ${port}`)
+    assert.match(answer(), /^HTTP\/1\.1 413 /, `port ${port}`)
   }
 })
 

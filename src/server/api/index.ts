@@ -132,16 +132,13 @@ export class ApiServer {
       return
     }
     const { throttle } = this.#options
-    if (throttle.active) {
-      const wait = throttle.blockedFor(addressKey(req.socket.remoteAddress))
-      if (wait > 0) {
-        throttle.throttled()
-        closeAfterResponse(req, res)
-        sendError(res, 'openai', ErrorCodes.AUTH_THROTTLED, 'too many failed admin keys from this address', {
-          'retry-after': String(Math.ceil(wait / 1000)),
-        })
-        return
-      }
+    const wait = throttle.refuses(req.socket.remoteAddress)
+    if (wait > 0) {
+      closeAfterResponse(req, res)
+      sendError(res, 'openai', ErrorCodes.AUTH_THROTTLED, 'too many failed admin keys from this address', {
+        'retry-after': String(Math.ceil(wait / 1000)),
+      })
+      return
     }
     const key = presentedKey(req.headers)
     if (key === undefined || !this.#options.admin.check(key)) {

@@ -166,10 +166,9 @@ export class ControlServer {
   async #login(channel: ControlChannel, login: Login): Promise<WorkerSession | undefined> {
     const { logger, registry, throttle } = this.#options
     const address = addressKey(channel.socket.remoteAddress)
-    const throttledFor = throttle.blockedFor(address)
+    const throttledFor = throttle.refuses(channel.socket.remoteAddress)
     if (throttledFor > 0) {
       // Not even checked: an address past its failure budget waits out its cool-down.
-      throttle.throttled()
       await this.#refuse(channel, ErrorCodes.AUTH_THROTTLED, throttledFor)
       return undefined
     }

@@ -189,14 +189,10 @@ export class Gateway {
       sendJson(res, 200, { status: 'ok' })
       return
     }
-    const { throttle } = this.#options
-    if (throttle.active) {
-      const wait = throttle.blockedFor(addressKey(req.socket.remoteAddress))
-      if (wait > 0) {
-        throttle.throttled()
-        this.#throttled(req, res, api, wait)
-        return
-      }
+    const wait = this.#options.throttle.refuses(req.socket.remoteAddress)
+    if (wait > 0) {
+      this.#throttled(req, res, api, wait)
+      return
     }
     const key = presentedKey(req.headers)
     if (key === undefined) {
