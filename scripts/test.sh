@@ -10,8 +10,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
-echo "== real servers for the tests (PostgreSQL, Redis)"
+echo "== real servers for the tests (PostgreSQL, Redis, Kafka)"
 bash scripts/ensure-services.sh
+bash scripts/ensure-kafka.sh
 # In CI a missing server is a failure, never a skipped test.
 if [ "${CI:-}" = "true" ]; then export GPUF_REQUIRE_SERVICES=1; fi
 

@@ -1,9 +1,11 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { freePorts } from './processes.js'
 
@@ -23,12 +25,28 @@ export interface ManagedService {
 }
 
 /** Why a service cannot run here, or undefined when it can. CI (`GPUF_REQUIRE_SERVICES=1`) never skips. */
-export function unavailable(service: 'postgres' | 'redis'): string | undefined {
-  const missing = service === 'redis' ? !binaryOnPath('redis-server') : postgresBin() === undefined
+export function unavailable(service: 'postgres' | 'redis' | 'kafka'): string | undefined {
+  const missing =
+    service === 'redis'
+      ? !binaryOnPath('redis-server')
+      : service === 'kafka'
+        ? !kafkaInstalled()
+        : postgresBin() === undefined
   if (!missing) return undefined
   if (process.env['GPUF_REQUIRE_SERVICES'] === '1')
     throw new Error(`${service} is required but not installed`)
   return `${service} is not installed (scripts/ensure-services.sh installs it)`
+}
+
+/** Where scripts/ensure-kafka.sh puts the broker's jars. */
+const KAFKA_LIB = fileURLToPath(new URL('../../../.cache/kafka/lib', import.meta.url))
+
+function kafkaInstalled(): boolean {
+  return (
+    binaryOnPath('java') &&
+    existsSync(KAFKA_LIB) &&
+    readdirSync(KAFKA_LIB).some((f) => f.startsWith('kafka_2.13-'))
+  )
 }
 
 function binaryOnPath(name: string): boolean {
@@ -131,6 +149,63 @@ export async function startPostgres(): Promise<ManagedService> {
   return {
     url: `postgres://postgres@127.0.0.1:${port}/gpufabric`,
     port: port!,
+    start,
+    stop,
+    async close() {
+      await stop()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/**
+ * A single-node Apache Kafka broker in KRaft mode (broker and controller in one JVM) from the
+ * jars scripts/ensure-kafka.sh fetched, on free loopback ports, its log in a temp dir. `url`
+ * is the bootstrap address (`127.0.0.1:port`).
+ */
+export async function startKafka(): Promise<ManagedService> {
+  const [port, controllerPort] = (await freePorts(2)) as [number, number]
+  const dir = mkdtempSync(join(tmpdir(), 'gpuf-kafka-'))
+  const config = join(dir, 'server.properties')
+  writeFileSync(
+    config,
+    [
+      'process.roles=broker,controller',
+      'node.id=1',
+      `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
+      `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
+      `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
+      'controller.listener.names=CONTROLLER',
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      'inter.broker.listener.name=PLAINTEXT',
+      `log.dirs=${join(dir, 'data')}`,
+      'offsets.topic.replication.factor=1',
+      'transaction.state.log.replication.factor=1',
+      'transaction.state.log.min.isr=1',
+      'group.initial.rebalance.delay.ms=0',
+      '',
+    ].join('\n'),
+  )
+  const classpath = `${KAFKA_LIB}/*`
+  // A cluster id is 16 random bytes in unpadded base64url (what StorageTool random-uuid prints).
+  const clusterId = randomBytes(16).toString('base64url')
+  await run('java', ['-cp', classpath, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', config])
+  let child: ChildProcess | undefined
+  const start = async () => {
+    child = spawn('java', ['-Xmx512m', '-cp', classpath, 'kafka.Kafka', config], { stdio: 'ignore' })
+    await waitForPort(port, 60_000)
+  }
+  const stop = async () => {
+    if (child === undefined || child.exitCode !== null) return
+    const exited = once(child, 'exit')
+    child.kill('SIGKILL')
+    await exited
+    child = undefined
+  }
+  await start()
+  return {
+    url: `127.0.0.1:${port}`,
+    port,
     start,
     stop,
     async close() {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs an Apache Kafka broker for the tests when it is missing: Java and Maven from Debian's
+# packages, the broker's jars from Maven Central into .cache/kafka/lib. The tests start their own
+# KRaft broker from those jars (test/helpers/services.ts); nothing runs as a system service.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lib=.cache/kafka/lib
+if ls "$lib"/kafka_2.13-*.jar >/dev/null 2>&1; then exit 0; fi
+
+need=()
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing ${need[*]}: install them (Debian: apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+  echo "== installing ${need[*]} (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  for attempt in 1 2 3; do
+    if apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then break; fi
+    if [ "$attempt" -eq 3 ]; then echo "could not install ${need[*]}" >&2; exit 1; fi
+    sleep $((attempt * 5))
+  done
+fi
+echo "== fetching the Kafka broker jars (Maven Central)"
+mkdir -p "$lib"
+for attempt in 1 2 3; do
+  if mvn -q -B -f scripts/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/$lib"; then break; fi
+  if [ "$attempt" -eq 3 ]; then echo "could not fetch the Kafka jars" >&2; exit 1; fi
+  sleep $((attempt * 5))
+done
