@@ -89,6 +89,7 @@ export async function createWorkerFromFlags(
     engine,
     logger,
     capacity: o['capacity'] as number,
+    dataDir,
   })
   return { agent, logger }
 }

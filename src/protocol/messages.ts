@@ -19,14 +19,59 @@ const modelName = z.string().min(1).max(LIMITS.maxModelNameLength)
 const models = z.array(modelName).max(LIMITS.maxModelsPerWorker)
 const shortText = z.string().max(256)
 
-/** Host and device figures a worker reports with each heartbeat. */
+/** Most accelerators one heartbeat may list. */
+export const MAX_GPUS_PER_WORKER = 64
+
+const reading = z.number().min(0).max(1e15).nullable()
+const percentReading = z.number().min(0).max(100).nullable()
+
+/** One accelerator's readings (nvidia-smi, rocm-smi, Apple silicon); unknown readings are null. */
+export const GpuSchema = z
+  .object({
+    index: z.number().int().min(0).max(1_000_000),
+    vendor: z.enum(['nvidia', 'amd', 'apple']),
+    name: shortText,
+    uuid: shortText.nullable(),
+    utilizationPercent: percentReading,
+    memoryUtilizationPercent: percentReading,
+    memoryUsedBytes: reading,
+    memoryTotalBytes: reading,
+    temperatureC: z.number().min(-273).max(1000).nullable(),
+    powerDrawW: reading,
+    powerLimitW: reading,
+    tflops: z.number().min(0).max(1e6),
+  })
+  .strict()
+
+/**
+ * Host, device and engine figures a worker reports with each heartbeat. Every field is
+ * optional: a worker reports what it can read, and an older worker fewer fields.
+ */
 export const MetricsSchema = z
   .object({
     cpuPercent: z.number().min(0).max(100_000).optional(),
     load1: z.number().min(0).optional(),
     memUsedBytes: z.number().int().min(0).optional(),
     memTotalBytes: z.number().int().min(0).optional(),
+    memPercent: z.number().min(0).max(100).optional(),
     uptimeSeconds: z.number().min(0).optional(),
+    /** Use of the filesystem holding the worker's data dir. */
+    diskPercent: z.number().min(0).max(100).optional(),
+    diskUsedBytes: z.number().int().min(0).optional(),
+    diskTotalBytes: z.number().int().min(0).optional(),
+    /** Network counters of the host (every interface but loopback), bytes since boot. */
+    netRxBytes: z.number().int().min(0).optional(),
+    netTxBytes: z.number().int().min(0).optional(),
+    /** Bytes received / sent per second since the previous heartbeat. */
+    netRxRate: z.number().min(0).optional(),
+    netTxRate: z.number().min(0).optional(),
+    gpus: z.array(GpuSchema).max(MAX_GPUS_PER_WORKER).optional(),
+    deviceCount: z.number().int().min(0).max(1_000_000).optional(),
+    deviceMemoryTotalBytes: z.number().int().min(0).optional(),
+    totalTflops: z.number().min(0).optional(),
+    /** Bytes the worker's data links carried this session (requests in, answers out). */
+    linkBytesIn: z.number().int().min(0).optional(),
+    linkBytesOut: z.number().int().min(0).optional(),
   })
   .strict()
 
@@ -86,6 +131,7 @@ export type Login = MessageOf<typeof MessageType.Login>
 export type LoginOk = MessageOf<typeof MessageType.LoginOk>
 export type Heartbeat = MessageOf<typeof MessageType.Heartbeat>
 export type Metrics = z.infer<typeof MetricsSchema>
+export type GpuMetrics = z.infer<typeof GpuSchema>
 
 /** A decoded, validated control message. */
 export type ControlMessage = {

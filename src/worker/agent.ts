@@ -18,7 +18,8 @@ import { DATA_LINK_SETTINGS } from '../server/dataplane/index.js'
 import { connectTls, type ServerTrust } from '../tls/index.js'
 import { VERSION } from '../version.js'
 import type { Engine } from './engines/types.js'
-import { createStreamHandler, type StreamHandlerContext } from './handler.js'
+import type { GpuTools } from './gpu.js'
+import { createStreamHandler, type LinkTraffic, type StreamHandlerContext } from './handler.js'
 import { HostMetrics } from './metrics.js'
 
 /** Room left in a Login frame for what the server may add to its framing in later versions. */
@@ -43,6 +44,12 @@ export interface WorkerAgentOptions {
   readonly modelRefreshMs?: number
   /** Local address to dial the server from (a host with several addresses). */
   readonly localAddress?: string | undefined
+  /** The worker's data dir: heartbeats report the use of the disk holding it (none when unset). */
+  readonly dataDir?: string | undefined
+  /** GPU tool names or paths for the heartbeat's GPU readings. @default looked up on PATH */
+  readonly gpuTools?: GpuTools | undefined
+  /** A GPU tool that has not answered by then is killed. @default TIMEOUTS.gpuQueryMs */
+  readonly gpuQueryMs?: number | undefined
 }
 
 interface WorkerAgentEvents {
@@ -69,7 +76,9 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   readonly #h2: Http2Server
   readonly #ctx: StreamHandlerContext
   readonly #shutdown = new AbortController()
-  readonly #metrics = new HostMetrics()
+  readonly #metrics: HostMetrics
+  /** Lane bytes of the current session's data links, reported in heartbeats. */
+  readonly #traffic: LinkTraffic = { bytesIn: 0, bytesOut: 0 }
   #loop: Promise<void> | undefined
   #session: LoginOk | undefined
   #models: string[] = []
@@ -88,7 +97,14 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       logger: this.#logger,
       dataToken: () => this.#session?.dataToken,
       inflight: 0,
+      traffic: this.#traffic,
     }
+    this.#metrics = new HostMetrics({
+      dataDir: options.dataDir,
+      gpu: { ...options.gpuTools, timeoutMs: options.gpuQueryMs },
+      linkTraffic: this.#traffic,
+      logger: this.#logger,
+    })
     this.#h2 = createH2Server({ settings: DATA_LINK_SETTINGS, maxSessionMemory: 64 })
     this.#h2.on('session', (session) => {
       session.on('error', () => {})
@@ -112,9 +128,12 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     return this.#session !== undefined
   }
 
-  /** Starts the connect loop (returns at once). */
+  /** Starts the connect loop and the background metric readings (returns at once). */
   start(): void {
-    this.#loop ??= this.#run()
+    if (this.#loop !== undefined || this.#shutdown.signal.aborted) return
+    // GPU readings start now so the first heartbeat already has them.
+    this.#metrics.start()
+    this.#loop = this.#run()
   }
 
   /** Resolves once logged in with data links up (or rejects on abort/eviction). */
@@ -147,6 +166,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   /** Closes the connections and waits for the loop to end. In-flight streams are cut. */
   async stop(): Promise<void> {
     this.#shutdown.abort()
+    this.#metrics.stop()
     await this.#loop
     await new Promise<void>((resolve) => this.#h2.close(() => resolve()))
   }
@@ -220,6 +240,9 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       const login = await this.#awaitLogin(channel)
       if (deferModels) channel.send(MessageType.ModelsUpdate, { models: this.#models })
       this.#session = login
+      // Link figures count this session: the server reads them against its session id.
+      this.#traffic.bytesIn = 0
+      this.#traffic.bytesOut = 0
       channel.startKeepalive(login.pingIntervalMs, login.pingDeadlineMs)
       channel.on('message', (m) => this.#onMessage(channel, m))
       const closed = new Promise<FabricError | undefined>((resolve) => channel.once('close', resolve))

@@ -31,6 +31,17 @@ export interface StreamHandlerContext {
   inflight: number
   /** Called after the server's bind request on a new data link was answered. */
   onBind?: (() => void) | undefined
+  /** Counts the lane bytes of requests and answers (heartbeat metrics); nothing counted when unset. */
+  readonly traffic?: LinkTraffic | undefined
+}
+
+/**
+ * Bytes the data links carried: lane frames in (requests) and out (answers), framing included,
+ * HTTP/2 and TLS overhead not. The owner may reset both to 0 (a new session).
+ */
+export interface LinkTraffic {
+  bytesIn: number
+  bytesOut: number
 }
 
 /** Non-streamed answers up to this size leave the worker in one write. */
@@ -81,7 +92,9 @@ function serveLane(stream: ServerHttp2Stream, ctx: StreamHandlerContext, maxFram
   const decoder = new FrameDecoder(maxFrame)
   let current: LaneSink | undefined
   const broken = () => stream.close(h2.NGHTTP2_PROTOCOL_ERROR)
+  const traffic = ctx.traffic
   stream.on('data', (chunk: Buffer) => {
+    if (traffic !== undefined) traffic.bytesIn += chunk.length
     let frames: ReturnType<FrameDecoder['push']>
     try {
       frames = decoder.push(chunk)
@@ -232,6 +245,8 @@ class LaneSink implements ReplySink {
 
   #send(frame: Buffer): boolean {
     if (this.#stream.destroyed) return true
+    const traffic = this.#ctx.traffic
+    if (traffic !== undefined) traffic.bytesOut += frame.length
     return this.#stream.write(frame)
   }
 

@@ -15,6 +15,7 @@ import {
   SSE_HEADERS,
   sseEvent,
   textCompletion,
+  usage,
 } from './openai-format.js'
 import type { Engine, EngineCall, EngineReply } from './types.js'
 
@@ -108,7 +109,14 @@ function answer(
           }),
     )
   }
-  return { status: 200, headers: { ...SSE_HEADERS }, body: stream(words, model, kind, signal, delay) }
+  const options = req['stream_options'] as { include_usage?: unknown } | null | undefined
+  const usageOf =
+    options?.include_usage === true ? { prompt: promptTokens, completion: words.length } : undefined
+  return {
+    status: 200,
+    headers: { ...SSE_HEADERS },
+    body: stream(words, model, kind, signal, delay, usageOf),
+  }
 }
 
 async function* stream(
@@ -117,28 +125,42 @@ async function* stream(
   kind: 'chat' | 'text',
   signal: AbortSignal,
   delay: number,
+  usageOf: { prompt: number; completion: number } | undefined,
 ): AsyncGenerator<Uint8Array> {
   const id = completionId(kind === 'chat' ? 'chatcmpl' : 'cmpl')
   const created = nowSeconds()
+  // As OpenAI does with `stream_options.include_usage`: `usage: null` on every chunk, then a
+  // last chunk with no choices and the usage.
+  const event = (chunk: object) => sseEvent(usageOf === undefined ? chunk : { ...chunk, usage: null })
   if (kind === 'chat')
-    yield sseEvent(
+    yield event(
       chatChunk({ id, model, created, delta: { role: 'assistant', content: '' }, finishReason: null }),
     )
   for (const word of words) {
     if (signal.aborted) return
     if (delay > 0) await sleep(delay, undefined, { signal }).catch(() => undefined)
     if (signal.aborted) return
-    yield sseEvent(
+    yield event(
       kind === 'chat'
         ? chatChunk({ id, model, created, delta: { content: word }, finishReason: null })
         : textCompletion({ id, model, created, text: word, finishReason: null }),
     )
   }
-  yield sseEvent(
+  yield event(
     kind === 'chat'
       ? chatChunk({ id, model, created, delta: {}, finishReason: 'stop' })
       : textCompletion({ id, model, created, text: '', finishReason: 'stop' }),
   )
+  if (usageOf !== undefined) {
+    yield sseEvent({
+      id,
+      object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion',
+      created,
+      model,
+      choices: [],
+      usage: usage(usageOf.prompt, usageOf.completion),
+    })
+  }
   yield SSE_DONE
 }
 
