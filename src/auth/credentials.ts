@@ -10,6 +10,8 @@ export type WorkerVerdict =
        * can reach the live session. Absent for the shared token (it cannot be revoked).
        */
       readonly credential?: string | undefined
+      /** The user the worker belongs to, when known (telemetry is attributed to them). */
+      readonly userId?: string | undefined
     }
   | {
       readonly ok: false

@@ -101,24 +101,45 @@ export interface TokenCount {
  * chunk), Ollama `prompt_eval_count` / `eval_count`; else estimated as bytes / 4.
  */
 export function countTokens(tail: string, bodyBytes: number): TokenCount {
-  const last = (re: RegExp): number | null => {
-    let value: string | undefined
-    for (const match of tail.matchAll(re)) value = match[1]
-    return value === undefined ? null : Number(value)
-  }
-  const total = last(/"total_tokens"\s*:\s*(\d+)/g)
+  const total = lastNumber(tail, '"total_tokens"')
   if (total !== null) {
     return {
       total,
-      prompt: last(/"prompt_tokens"\s*:\s*(\d+)/g),
-      completion: last(/"completion_tokens"\s*:\s*(\d+)/g),
+      prompt: lastNumber(tail, '"prompt_tokens"'),
+      completion: lastNumber(tail, '"completion_tokens"'),
       reported: true,
     }
   }
-  const completion = last(/"eval_count"\s*:\s*(\d+)/g)
+  const completion = lastNumber(tail, '"eval_count"')
   if (completion !== null) {
-    const prompt = last(/"prompt_eval_count"\s*:\s*(\d+)/g)
+    const prompt = lastNumber(tail, '"prompt_eval_count"')
     return { total: completion + (prompt ?? 0), prompt, completion, reported: true }
   }
   return { total: Math.ceil(bodyBytes / 4), prompt: null, completion: null, reported: false }
+}
+
+/**
+ * The number after the last `key` that is followed by `:` and digits (spaces allowed around
+ * the colon), or null: what the last match of /"key"\s*:\s*(\d+)/ would give, found by
+ * searching backwards instead of running a regex over the whole tail (this runs per request).
+ */
+function lastNumber(text: string, key: string): number | null {
+  for (let at = text.lastIndexOf(key); at >= 0; at = at === 0 ? -1 : text.lastIndexOf(key, at - 1)) {
+    let i = skipSpace(text, at + key.length)
+    if (text.charCodeAt(i) !== 58 /* : */) continue
+    i = skipSpace(text, i + 1)
+    let j = i
+    while (j < text.length && text.charCodeAt(j) >= 48 && text.charCodeAt(j) <= 57) j++
+    if (j > i) return Number(text.slice(i, j))
+  }
+  return null
+}
+
+function skipSpace(text: string, from: number): number {
+  let i = from
+  for (;;) {
+    const c = text.charCodeAt(i)
+    if (c !== 32 && c !== 9 && c !== 10 && c !== 13) return i
+    i++
+  }
 }

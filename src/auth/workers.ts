@@ -76,6 +76,6 @@ export function storeWorkerAuthenticator(options: {
         unavailable: true,
       }
     }
-    return { ok: true, credential }
+    return { ok: true, credential, userId }
   }
 }

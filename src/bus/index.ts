@@ -56,7 +56,11 @@ export interface ConsumeOptions {
 
 /** A running consumer. */
 export interface Consumption {
-  /** Stops after the batch in hand (if any) is handled; its commit is attempted. */
+  /**
+   * Stops after the batch in hand (if any) is handled; its commit is attempted. The
+   * in-process bus first hands over every message it still holds for the group (they exist
+   * nowhere else); Kafka keeps uncommitted messages for the next consumer.
+   */
   stop(): Promise<void>
 }
 

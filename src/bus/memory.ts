@@ -37,7 +37,8 @@ export class MemoryBus implements Bus {
   #dropped = 0
   #overflowing = false
   readonly #groups = new Map<string, Group>()
-  #wake: (() => void)[] = []
+  /** Consumers waiting for the log to reach a sequence number (or for a timer). */
+  #waiting: { until: number; wake: () => void }[] = []
   readonly #consumers = new Set<Promise<void>>()
   #closed = false
 
@@ -61,7 +62,18 @@ export class MemoryBus implements Bus {
     } else if (this.#overflowing && this.#log.length < this.#options.maxBuffered / 2) {
       this.#overflowing = false
     }
-    for (const wake of this.#wake.splice(0)) wake()
+    this.#wakeUntil(this.#next)
+  }
+
+  /** Wakes the consumers waiting for the log to reach `next` (all of them when undefined). */
+  #wakeUntil(next?: number): void {
+    if (this.#waiting.length === 0) return
+    const keep: { until: number; wake: () => void }[] = []
+    for (const w of this.#waiting) {
+      if (next === undefined || next >= w.until) w.wake()
+      else keep.push(w)
+    }
+    this.#waiting = keep
   }
 
   consume(options: ConsumeOptions, handler: BatchHandler): Consumption {
@@ -79,7 +91,7 @@ export class MemoryBus implements Bus {
     return {
       stop: async () => {
         state.stopped = true
-        for (const wake of this.#wake.splice(0)) wake()
+        this.#wakeUntil()
         await run
       },
     }
@@ -93,19 +105,23 @@ export class MemoryBus implements Bus {
   ): Promise<void> {
     let backoff = BACKOFF_MIN_MS
     let firstSeenAt = 0
-    while (!state.stopped && !this.#closed) {
+    while (!this.#closed) {
       const batch = this.#pending(group, options.batchSize)
-      if (batch.length === 0) {
+      if (state.stopped) {
+        // Stopping: what is held in this process would be lost, so it is handed over now.
+        if (batch.length === 0) break
+      } else if (batch.length === 0) {
         firstSeenAt = 0
-        await this.#waitForMessage()
+        await this.#waitForMessage(this.#next + 1)
         continue
-      }
-      if (batch.length < options.batchSize) {
-        // Let the batch fill, up to batchTimeoutMs after its first message was seen.
+      } else if (batch.length < options.batchSize) {
+        // Let the batch fill, up to batchTimeoutMs after its first message was seen. Woken only
+        // once enough messages may have arrived (not on every one: that would rescan the
+        // batch per message), or by the timer.
         if (firstSeenAt === 0) firstSeenAt = Date.now()
         const left = firstSeenAt + options.batchTimeoutMs - Date.now()
         if (left > 0) {
-          await this.#waitForMessage(left)
+          await this.#waitForMessage(this.#next + (options.batchSize - batch.length), left)
           continue
         }
       }
@@ -118,6 +134,7 @@ export class MemoryBus implements Bus {
         firstSeenAt = 0
       } catch (err) {
         options.onError?.(err)
+        if (state.stopped) break
         await this.#sleep(backoff, state)
         backoff = Math.min(BACKOFF_MAX_MS, backoff * 2)
       }
@@ -150,28 +167,33 @@ export class MemoryBus implements Bus {
     if (min > first) this.#log.splice(0, Math.min(this.#log.length, min - first))
   }
 
-  #waitForMessage(timeoutMs?: number): Promise<void> {
+  /** Resolves once the log's next sequence number reaches `until`, after `timeoutMs`, or on stop/close. */
+  #waitForMessage(until: number, timeoutMs?: number): Promise<void> {
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined
-      const wake = () => {
-        clearTimeout(timer)
-        resolve()
+      const waiter = {
+        until,
+        wake: () => {
+          clearTimeout(timer)
+          resolve()
+        },
       }
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
-          const i = this.#wake.indexOf(wake)
-          if (i >= 0) this.#wake.splice(i, 1)
+          const i = this.#waiting.indexOf(waiter)
+          if (i >= 0) this.#waiting.splice(i, 1)
           resolve()
         }, timeoutMs)
       }
-      this.#wake.push(wake)
+      this.#waiting.push(waiter)
     })
   }
 
   /** A back-off: messages arriving do not end it, stopping does. */
   async #sleep(ms: number, state: { stopped: boolean }): Promise<void> {
     const end = Date.now() + ms
-    while (!state.stopped && !this.#closed && Date.now() < end) await this.#waitForMessage(end - Date.now())
+    while (!state.stopped && !this.#closed && Date.now() < end)
+      await this.#waitForMessage(Number.POSITIVE_INFINITY, end - Date.now())
   }
 
   stats(): BusStats {
@@ -185,7 +207,7 @@ export class MemoryBus implements Bus {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    for (const wake of this.#wake.splice(0)) wake()
+    this.#wakeUntil()
     await Promise.allSettled([...this.#consumers])
   }
 }

@@ -17,6 +17,41 @@ const common: OptionSpec[] = [
   },
 ]
 
+function bootstrapServer(description: string): OptionSpec {
+  return { name: 'bootstrap-server', env: ['BOOTSTRAP_SERVER'], type: 'string', description }
+}
+
+/** The heartbeat consumer's options, shared by `gpufabric consumer` and a server consuming itself. */
+function telemetryOptions(): OptionSpec[] {
+  return [
+    {
+      name: 'batch-size',
+      type: 'int',
+      default: LIMITS.consumerBatchSize,
+      description: 'telemetry messages written per database transaction',
+    },
+    {
+      name: 'batch-timeout',
+      type: 'int',
+      default: TIMEOUTS.consumerBatchTimeoutMs / 1000,
+      description: 'seconds to wait for a batch to fill before writing what has arrived',
+    },
+    {
+      name: 'group-id',
+      type: 'string',
+      default: 'gpufabric-heartbeat-consumer',
+      description: 'Kafka consumer group of the heartbeat consumer',
+    },
+    {
+      name: 'retention-days',
+      type: 'int',
+      default: TIMEOUTS.telemetryRetentionMs / 86_400_000,
+      description:
+        'days raw heartbeats and request-log rows are kept (daily statistics are kept); 0 = forever',
+    },
+  ]
+}
+
 /** Options of `gpufabric server` (and the server half of `up`). */
 export const SERVER_OPTIONS: readonly OptionSpec[] = [
   { name: 'host', type: 'string', default: '0.0.0.0', description: 'address every port binds to' },
@@ -113,12 +148,23 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
     description:
       'Redis URL: shared key cache (5-minute TTL), revocations and rate limits across servers (default: in-process)',
   },
+  bootstrapServer(
+    'Kafka bootstrap servers (host:port, comma-separated): heartbeats and usage events go to Kafka topics client-heartbeats and request-message (default: in-process bus)',
+  ),
   {
-    name: 'bootstrap-server',
-    env: ['BOOTSTRAP_SERVER'],
+    name: 'consume',
     type: 'string',
-    description: 'Kafka bootstrap servers (not used yet)',
+    default: 'auto',
+    description:
+      'run the heartbeat consumer inside the server: auto (only without --bootstrap-server), on, off (run `gpufabric consumer` instead)',
   },
+  {
+    name: 'heartbeat-interval-ms',
+    type: 'int',
+    default: TIMEOUTS.heartbeatIntervalMs,
+    description: 'how often workers send a heartbeat (told to them at login)',
+  },
+  ...telemetryOptions(),
   {
     name: 'admin-key',
     env: ['ADMIN_KEY'],
@@ -133,6 +179,20 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
     description:
       'how long a server trusts a key it has checked before asking the cache/database again (0 = no caching)',
   },
+  ...common,
+]
+
+/** Options of `gpufabric consumer` (the seed's heartbeat consumer). */
+export const CONSUMER_OPTIONS: readonly OptionSpec[] = [
+  {
+    name: 'database-url',
+    env: ['DATABASE_URL'],
+    type: 'string',
+    secret: true,
+    description: 'PostgreSQL URL to write to (default: the SQLite file gpufabric.db in the data dir)',
+  },
+  bootstrapServer('Kafka bootstrap servers (host:port, comma-separated) to read from'),
+  ...telemetryOptions(),
   ...common,
 ]
 

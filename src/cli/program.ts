@@ -5,9 +5,10 @@ import { defaultDataDir, envNames } from '../config/index.js'
 import { FabricError } from '../errors/index.js'
 import { writeSelfSignedCertificate } from '../tls/index.js'
 import { VERSION } from '../version.js'
+import { startConsumerFromFlags } from './consumer.js'
 import { addKeyCommands } from './keys.js'
 import { addMonitorCommand } from './monitor.js'
-import { SERVER_OPTIONS, WORKER_OPTIONS } from './options.js'
+import { CONSUMER_OPTIONS, SERVER_OPTIONS, WORKER_OPTIONS } from './options.js'
 import { startServerFromFlags, stopOnSignals } from './server.js'
 import { runUp } from './up.js'
 import { createWorkerFromFlags } from './worker.js'
@@ -79,6 +80,19 @@ export function buildProgram(defaultCommand?: 'server' | 'worker'): Command {
       .description('run a worker beside an inference engine (alias gpuf-c)'),
     WORKER_OPTIONS,
   ).action(action(runWorker))
+  addOptions(
+    program
+      .command('consumer')
+      .description(
+        'run the heartbeat consumer: Kafka topics client-heartbeats and request-message into the database',
+      ),
+    CONSUMER_OPTIONS,
+  ).action(
+    action(async (flags) => {
+      const consumer = await startConsumerFromFlags(flags)
+      stopOnSignals(() => consumer.stop())
+    }),
+  )
   addOptions(
     program.command('up').description('quick start: server on embedded defaults plus a local worker'),
     SERVER_OPTIONS,

@@ -13,8 +13,8 @@ import { loadOrCreateSecret } from '../config/secrets.js'
 import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { type FabricPorts, FabricServer, type WorkerEvents } from '../server/index.js'
-import { RequestTracker } from '../server/request-log.js'
 import { createStore, type KeyRecord, type Store } from '../store/index.js'
+import { openTelemetry, type Telemetry } from '../telemetry/index.js'
 import { loadOrCreateCertificate } from '../tls/index.js'
 import { SERVER_OPTIONS } from './options.js'
 
@@ -43,12 +43,6 @@ export async function startServerFromFlags(
     name: 'gpufabric-server',
     ...(logDestination === undefined ? {} : { destination: logDestination }),
   })
-  if (o['bootstrapServer'] !== undefined) {
-    logger.warn(
-      { option: 'bootstrapServer' },
-      'option accepted but not used yet by this version: the message bus is not built yet',
-    )
-  }
   const cert = await loadOrCreateCertificate({
     dataDir,
     certPath: o['proxyCertChainPath'] as string | undefined,
@@ -95,7 +89,16 @@ export async function startServerFromFlags(
     lines.push(
       `admin key: ${o['adminKey'] !== undefined ? 'given' : `stored hash in the database${existsSync(join(dataDir, 'admin-key')) ? `; key in ${join(dataDir, 'admin-key')}` : ''}`}`,
     )
-  lines.push(`store: ${infra.store.kind}   cache: ${infra.cache.kind}`)
+  let telemetry: Telemetry
+  try {
+    telemetry = await openTelemetry({ ...telemetryFlags(o), store: infra.store, logger })
+  } catch (err) {
+    await infra.close()
+    throw err
+  }
+  lines.push(
+    `store: ${infra.store.kind}   cache: ${infra.cache.kind}   bus: ${telemetry.bus.kind}${telemetry.consumer === undefined ? '' : ' (consumer in this server)'}`,
+  )
   const server = new FabricServer({
     host: o['host'] as string,
     controlPort: o['controlPort'] as number,
@@ -123,18 +126,25 @@ export async function startServerFromFlags(
       await server.invalidateKey(record.prefix)
     }),
     workerEvents: workerEventsFor(infra.store, logger),
-    tracker: new RequestTracker({ store: infra.store, logger: logger.child({ component: 'request-log' }) }),
+    telemetry: telemetry.publisher,
+    telemetryStats: () => telemetry.stats(),
+    heartbeatIntervalMs: o['heartbeatIntervalMs'] as number,
     logger,
     pingIntervalMs: o['pingIntervalMs'] as number,
     pingDeadlineMs: o['pingDeadlineMs'] as number,
     maxBodyBytes: o['maxBodyBytes'] as number,
     edge,
   })
-  const ports = await server.start().catch(async (err: unknown) => {
+  const closeAll = async () => {
+    // The consumer writes to the store: it stops (and the bus flushes) first.
+    await telemetry.close()
     await infra.close()
+  }
+  const ports = await server.start().catch(async (err: unknown) => {
+    await closeAll()
     throw err
   })
-  server.onStopped(() => infra.close())
+  server.onStopped(closeAll)
   const host = (o['host'] as string) === '0.0.0.0' ? 'localhost' : (o['host'] as string)
   out.write(
     [
@@ -156,6 +166,29 @@ export async function startServerFromFlags(
     fingerprint256: cert.fingerprint256,
     certPem: cert.cert,
     logger,
+  }
+}
+
+/** The telemetry options of a server or consumer, from resolved flags. */
+export function telemetryFlags(o: Record<string, unknown>) {
+  const consume = String(o['consume'] ?? 'auto')
+  if (consume !== 'auto' && consume !== 'on' && consume !== 'off')
+    throw new FabricError(ErrorCodes.CONFIG, `--consume must be auto, on or off, not '${consume}'`)
+  const positive = (name: string, flag: string): number => {
+    const value = o[name] as number
+    if (!Number.isFinite(value) || value < 0)
+      throw new FabricError(ErrorCodes.CONFIG, `${flag} must be 0 or more`)
+    return value
+  }
+  const batchSize = positive('batchSize', '--batch-size')
+  if (batchSize < 1) throw new FabricError(ErrorCodes.CONFIG, '--batch-size must be at least 1')
+  return {
+    bootstrapServer: o['bootstrapServer'] as string | undefined,
+    consume: consume as 'auto' | 'on' | 'off',
+    batchSize,
+    batchTimeoutMs: positive('batchTimeout', '--batch-timeout') * 1000,
+    groupId: o['groupId'] as string,
+    retentionMs: positive('retentionDays', '--retention-days') * 86_400_000,
   }
 }
 

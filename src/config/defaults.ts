@@ -61,6 +61,15 @@ export const LIMITS = {
   maxApiBodyBytes: 64 * 1024,
   /** Workers attempted for one request before giving up (retries happen only before the first response byte). */
   maxAttemptsPerRequest: 3,
+  /**
+   * Telemetry messages (heartbeats, usage events) a server holds for the bus while the broker
+   * is unreachable or the consumer is behind; beyond it the oldest are dropped and counted.
+   * 100,000 is several minutes of a thousand workers' heartbeats plus their requests, a few
+   * tens of MB.
+   */
+  busBufferMessages: 100_000,
+  /** Messages the consumer writes in one database transaction (the seed's `--batch-size`). */
+  consumerBatchSize: 100,
 } as const
 
 export const TIMEOUTS = {
@@ -105,6 +114,14 @@ export const TIMEOUTS = {
   /** Reconnect backoff of the worker: base, cap. */
   reconnectBaseMs: 250,
   reconnectMaxMs: 30_000,
+  /** Longest wait for a consumer batch to fill (the seed's `--batch-timeout`, 5 s). */
+  consumerBatchTimeoutMs: 5_000,
+  /** GPU tools (nvidia-smi, rocm-smi) are killed after this; the heartbeat goes out without them. */
+  gpuQueryMs: 3_000,
+  /** Raw telemetry rows (heartbeats, the request log) are kept this long; daily statistics are kept. */
+  telemetryRetentionMs: 7 * 24 * 60 * 60_000,
+  /** How often the consumer prunes raw rows past their retention. */
+  telemetryPruneIntervalMs: 60 * 60_000,
 } as const
 
 /** The four ports of a server. */

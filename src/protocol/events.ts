@@ -1,5 +1,6 @@
 /**
- * The telemetry events on the bus and their encoding.
+ * The telemetry events on the bus and their encoding: the wire contract between servers and
+ * consumers (possibly other programs), so it lives with the other wire formats.
  *
  * Encoding: JSON, one object per message, with a version field `v`. JSON rather than
  * msgpack because these messages leave the fabric: operators read them with Kafka's own
@@ -13,7 +14,7 @@
  * change of meaning takes a new version.
  */
 import { z } from 'zod'
-import { MetricsSchema } from '../protocol/messages.js'
+import { MetricsSchema } from './messages.js'
 
 /** The encoding version this code writes. */
 export const EVENT_VERSION = 1
@@ -41,6 +42,9 @@ export const HeartbeatEventSchema = z.object({
   /** Bytes the server's data links to this worker carried this session (measured by the server). */
   linkBytesIn: count,
   linkBytesOut: count,
+  /** Network bytes the worker's host received / sent since its previous heartbeat (from its counters). */
+  netInBytes: count,
+  netOutBytes: count,
   metrics: MetricsSchema,
 })
 export type HeartbeatEvent = z.infer<typeof HeartbeatEventSchema>

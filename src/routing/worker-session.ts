@@ -17,6 +17,8 @@ export class WorkerSession {
   readonly capacity: number
   /** Public prefix of the worker token this session logged in with (none for the shared token). */
   readonly credential: string | undefined
+  /** The user the worker belongs to (its token's), when known. */
+  readonly userId: string | undefined
   models: readonly string[]
   /** Requests this server has in flight on the worker. */
   inflight = 0
@@ -24,6 +26,9 @@ export class WorkerSession {
   reportedInflight = 0
   lastHeartbeatAt = Date.now()
   metrics: Metrics | undefined
+  /** Bytes this server sent the worker (request frames) and received from it (answers), this session. */
+  bytesToWorker = 0
+  bytesFromWorker = 0
   readonly #links: LaneLink[] = []
   #next = 0
 
@@ -39,6 +44,7 @@ export class WorkerSession {
     os?: string | undefined
     capacity?: number | undefined
     credential?: string | undefined
+    userId?: string | undefined
   }) {
     this.sessionId = init.sessionId
     this.clientId = init.clientId
@@ -51,6 +57,7 @@ export class WorkerSession {
     this.os = init.os
     this.capacity = init.capacity ?? 0
     this.credential = init.credential
+    this.userId = init.userId
   }
 
   /** True when at least one data link can carry a request. */

@@ -10,13 +10,13 @@ import { silentLogger } from '../observability/logger.js'
 import { WorkerRegistry } from '../routing/registry.js'
 import type { WorkerSession } from '../routing/worker-session.js'
 import type { Store } from '../store/index.js'
+import type { TelemetryPublisher } from '../telemetry/publisher.js'
 import { VERSION } from '../version.js'
 import { ApiServer } from './api/index.js'
 import { ConnectionBudget } from './connections.js'
 import { ControlServer } from './control/index.js'
 import { DataPlaneServer } from './dataplane/index.js'
 import { Gateway } from './gateway/index.js'
-import type { RequestTracker } from './request-log.js'
 
 /** Options of a fabric server. Ports of 0 pick free ports (tests). */
 export interface FabricServerOptions {
@@ -39,8 +39,10 @@ export interface FabricServerOptions {
   /** Admin of the management API. Default: the first static API key. */
   readonly admin?: AdminAuth
   readonly keyManager?: KeyManager | undefined
-  /** Logs requests of shared keys (started and flushed with the server). */
-  readonly tracker?: RequestTracker | undefined
+  /** Publishes heartbeats and usage events to the bus (telemetry); none when absent. */
+  readonly telemetry?: TelemetryPublisher | undefined
+  /** Telemetry figures (bus, consumer) for `GET /api/v1/stats`. */
+  readonly telemetryStats?: (() => Record<string, unknown>) | undefined
   readonly store?: Store | undefined
   /** Told when workers come and go (to record them in the store). */
   readonly workerEvents?: WorkerEvents | undefined
@@ -86,7 +88,6 @@ export class FabricServer {
   readonly #logger: Logger
   readonly #keys: KeyAuthenticator
   readonly #onStopped: (() => Promise<void>)[] = []
-  readonly #tracker: RequestTracker | undefined
   readonly #budgets: Record<PortName, ConnectionBudget>
   /** Failed credentials on every port, per address and per key prefix / client id. */
   readonly throttle: CredentialThrottle
@@ -123,7 +124,6 @@ export class FabricServer {
       options.keyAuthenticator ??
       new KeyAuthenticator({ staticKeys: options.apiKeys, logger: logger.child({ component: 'keys' }) })
     this.#keys = keys
-    this.#tracker = options.tracker
     const { registry } = this
     this.#control = new ControlServer({
       host: options.host,
@@ -140,6 +140,7 @@ export class FabricServer {
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       dataConnections: options.dataConnections,
       events: options.workerEvents,
+      telemetry: options.telemetry,
       budget: this.#budgets.control,
       throttle: this.throttle,
       maxLoginFrameBytes: edge.maxLoginFrameBytes,
@@ -164,7 +165,7 @@ export class FabricServer {
       registry,
       keys,
       rateLimiter: options.rateLimiter,
-      tracker: options.tracker,
+      telemetry: options.telemetry,
       logger: logger.child({ component: 'gateway' }),
       version: VERSION,
       tls: options.publicTls,
@@ -189,6 +190,7 @@ export class FabricServer {
       budget: this.#budgets.api,
       throttle: this.throttle,
       edgeStats: () => this.edgeStats(),
+      telemetryStats: options.telemetryStats,
       headersTimeoutMs: edge.httpHeadersMs,
       requestTimeoutMs: edge.apiRequestMs,
     })
@@ -230,7 +232,6 @@ export class FabricServer {
   /** Binds every port. */
   async start(): Promise<FabricPorts> {
     this.#keys.start()
-    this.#tracker?.start()
     try {
       this.ports.control = await this.#control.start()
       this.ports.proxy = await this.#dataplane.start()
@@ -269,6 +270,5 @@ export class FabricServer {
     await Promise.allSettled([this.#gateway.stop(drainMs), this.#api.stop()])
     await Promise.allSettled([this.#control.stop(), this.#dataplane.stop()])
     this.#keys.stop()
-    await this.#tracker?.stop()
   }
 }

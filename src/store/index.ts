@@ -66,13 +66,20 @@ export type ClaimResult = 'created' | 'owned' | 'taken'
 
 /** One heartbeat row (raw telemetry). */
 export interface HeartbeatRecord {
+  /** The bus message's id (null for rows written before schema v3). */
+  readonly msgId: string | null
   readonly clientId: string
   readonly at: Date
   readonly cpuPercent: number | null
   readonly memUsedBytes: number | null
   readonly memTotalBytes: number | null
+  readonly memPercent: number | null
+  readonly diskPercent: number | null
+  /** Network bytes received / sent since the worker's previous heartbeat. */
+  readonly netInBytes: number | null
+  readonly netOutBytes: number | null
   readonly inflight: number
-  /** Everything else the worker reported (devices, network, GPU…), as JSON. */
+  /** The whole report (GPUs, network counters, models…), as JSON. */
   readonly extra: Record<string, unknown>
 }
 
@@ -112,8 +119,18 @@ export interface Store {
   getWorker(clientId: string): Promise<WorkerRecord | undefined>
   listWorkers(filter?: { userId?: string }): Promise<WorkerRecord[]>
 
-  /** Appends heartbeat rows and folds them into the daily statistics, in one transaction. */
-  recordHeartbeats(rows: readonly HeartbeatRecord[]): Promise<void>
+  /**
+   * Writes one consumer batch in one transaction: raw heartbeats and request-log rows
+   * (skipping messages whose id is already stored: a redelivery changes nothing), the latest
+   * system and device info per worker (never replaced by older readings), and the daily
+   * statistics per worker, per device and per key / model / worker, folded from the rows
+   * actually inserted.
+   */
+  applyTelemetry(batch: TelemetryBatch): Promise<TelemetryWrite>
+  /** Deletes raw heartbeats and request-log rows older than `before`; daily statistics stay. */
+  pruneTelemetry(before: Date): Promise<{ heartbeats: number; requests: number }>
+  /** Daily usage rows, oldest day first; `from`/`to` are inclusive UTC days (`YYYY-MM-DD`). */
+  listUsage(filter?: UsageFilter): Promise<UsageDailyRecord[]>
 
   /**
    * Appends request-log rows (the requests of `shared` keys, logged for tracking). The whole
@@ -134,6 +151,56 @@ export interface Store {
   setSetting(key: string, value: string): Promise<void>
 
   close(): Promise<void>
+}
+
+/** One consumer batch. */
+export interface TelemetryBatch {
+  readonly heartbeats: readonly HeartbeatEvent[]
+  readonly usage: readonly UsageEvent[]
+}
+
+/** What one batch changed. */
+export interface TelemetryWrite {
+  /** Messages written now. */
+  readonly heartbeats: number
+  readonly usage: number
+  /** Messages already stored (redelivered): skipped. */
+  readonly duplicates: number
+}
+
+/** Which daily usage rows to read. */
+export interface UsageFilter {
+  readonly keyId?: string | undefined
+  readonly userId?: string | undefined
+  readonly model?: string | undefined
+  readonly workerId?: string | undefined
+  readonly from?: string | undefined
+  readonly to?: string | undefined
+  /** Rows at most (default 1,000, at most 10,000). */
+  readonly limit?: number | undefined
+}
+
+/** Requests of one key, model and worker on one UTC day. */
+export interface UsageDailyRecord {
+  readonly day: string
+  readonly keyId: string
+  readonly userId: string | null
+  readonly model: string
+  /** '' for requests no worker answered. */
+  readonly workerId: string
+  readonly requests: number
+  /** Answers with status 400 or more. */
+  readonly errors: number
+  /** Requests whose engine reported token usage (the rest count no tokens). */
+  readonly metered: number
+  readonly promptTokens: number
+  readonly completionTokens: number
+  readonly totalTokens: number
+  readonly avgDurationMs: number
+  /** Mean time to first byte over the requests that had one; null when none did. */
+  readonly avgTtfbMs: number | null
+  readonly bytesIn: number
+  readonly bytesOut: number
 }
 
 /** Options to open a store. */
@@ -171,11 +238,19 @@ export interface RequestLogRecord {
   readonly totalTokens: number | null
 }
 
+import type { HeartbeatEvent, UsageEvent } from '../protocol/events.js'
+
 export { createStore } from './factory.js'
 export type { Migration } from './migrations.js'
 export { LATEST_VERSION, MIGRATIONS } from './migrations.js'
 export type { PostgresStoreOptions } from './postgres.js'
 export { PostgresStore } from './postgres.js'
-export type { DailyStatsRecord, StoreTelemetry } from './shared.js'
+export type {
+  DailyStatsRecord,
+  DeviceDailyStatsRecord,
+  DeviceInfoRecord,
+  StoreTelemetry,
+  SystemInfoRecord,
+} from './shared.js'
 export type { SqliteStoreOptions } from './sqlite.js'
 export { SqliteStore } from './sqlite.js'

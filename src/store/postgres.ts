@@ -14,6 +14,10 @@ import type {
   NewKey,
   RequestLogRecord,
   Store,
+  TelemetryBatch,
+  TelemetryWrite,
+  UsageDailyRecord,
+  UsageFilter,
   UserRecord,
   WorkerRecord,
 } from './index.js'
@@ -21,15 +25,34 @@ import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
 import {
   clampLimit,
   closedError,
+  DAILY_COLUMNS,
   type DailyStatsRecord,
+  DEVICE_DAILY_COLUMNS,
+  DEVICE_INFO_COLUMNS,
+  type DeviceDailyStatsRecord,
+  type DeviceInfoRecord,
+  dayAsText,
+  HEARTBEAT_COLUMNS,
+  heartbeatExtra,
+  heartbeatRowValues,
   KEY_COLUMNS,
   newId,
   REQUEST_COLUMNS,
   requestRowValues,
   type StoreTelemetry,
+  SYSTEM_INFO_COLUMNS,
+  type SystemInfoRecord,
   sinceMs,
+  toDailyStats,
+  toDeviceDaily,
+  toDeviceInfo,
+  toHeartbeat,
+  toSystemInfo,
+  toUsage,
+  USAGE_COLUMNS,
+  uniqueById,
+  usageRowValues,
   WORKER_COLUMNS,
-  wholeOrNull,
 } from './shared.js'
 
 /** Options of the PostgreSQL adapter. Defaults are the exported `PG_*` constants. */
@@ -100,36 +123,164 @@ const SQL = {
   getWorker: `SELECT ${WORKER_COLUMNS} FROM workers WHERE client_id = $1`,
   listWorkers: `SELECT ${WORKER_COLUMNS} FROM workers WHERE ($1::text IS NULL OR user_id = $1) ORDER BY client_id`,
 
-  // One statement, hence one transaction and one round trip for the whole batch: the rows
-  // arrive as one JSON parameter, are inserted, and the inserted rows are folded per worker
-  // and UTC day. ORDER BY locks daily rows in a fixed order, so concurrent batches cannot deadlock.
-  recordHeartbeats: `WITH batch AS (
-      SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(client_id text, at timestamptz,
-        cpu_percent double precision, mem_used_bytes bigint, mem_total_bytes bigint, inflight integer, extra jsonb)
-    ), inserted AS (
-      INSERT INTO heartbeats (client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra)
-      SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, coalesce(inflight, 0), coalesce(extra, '{}')
-      FROM batch
-      RETURNING client_id, at, cpu_percent, mem_used_bytes, inflight
+  // The consumer's batch in one statement, hence one transaction and one round trip: heartbeats
+  // ($1) and usage events ($2) arrive as JSON arrays (ids unique within the batch). Raw rows are
+  // inserted unless their msg_id is already stored; everything else is folded from `fresh`, the
+  // rows inserted now, so a redelivered message changes nothing. GROUP BY gives each upserted
+  // row once per statement; ORDER BY locks rows in a fixed order, so concurrent consumers
+  // cannot deadlock. greatest() ignores NULLs.
+  applyTelemetry: `WITH hb AS (
+      SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(msg_id text, client_id text, user_id text, at timestamptz,
+        cpu double precision, mem_used bigint, mem_total bigint, mem_percent double precision, disk double precision,
+        net_in bigint, net_out bigint, inflight integer, extra jsonb, net_rx bigint, net_tx bigint,
+        net_rx_rate double precision, net_tx_rate double precision, uptime double precision, device_count integer,
+        device_memory bigint, tflops double precision, link_in bigint, link_out bigint)
+    ), hb_inserted AS (
+      INSERT INTO heartbeats (msg_id, client_id, user_id, at, cpu_percent, mem_used_bytes, mem_total_bytes,
+        mem_percent, disk_percent, net_in_bytes, net_out_bytes, inflight, extra)
+      SELECT msg_id, client_id, user_id, at, cpu, mem_used, mem_total, mem_percent, disk, net_in, net_out, inflight,
+        extra FROM hb
+      ON CONFLICT (msg_id) DO NOTHING
+      RETURNING msg_id
+    ), fresh AS (
+      SELECT hb.*, (hb.at AT TIME ZONE 'UTC')::date AS day FROM hb JOIN hb_inserted USING (msg_id)
+    ), daily AS (
+      INSERT INTO daily_stats AS d (client_id, day, heartbeats, cpu_sum, cpu_samples, max_cpu_percent,
+        max_mem_used_bytes, max_inflight, mem_sum, mem_samples, disk_sum, disk_samples, net_in_bytes, net_out_bytes,
+        last_heartbeat_at)
+      SELECT client_id, day, count(*), coalesce(sum(cpu), 0), count(cpu), max(cpu), max(mem_used), max(inflight),
+        coalesce(sum(mem_percent), 0), count(mem_percent), coalesce(sum(disk), 0), count(disk), sum(net_in),
+        sum(net_out), max(at)
+      FROM fresh GROUP BY 1, 2 ORDER BY 1, 2
+      ON CONFLICT (client_id, day) DO UPDATE SET
+        heartbeats = d.heartbeats + excluded.heartbeats,
+        cpu_sum = d.cpu_sum + excluded.cpu_sum,
+        cpu_samples = d.cpu_samples + excluded.cpu_samples,
+        max_cpu_percent = greatest(d.max_cpu_percent, excluded.max_cpu_percent),
+        max_mem_used_bytes = greatest(d.max_mem_used_bytes, excluded.max_mem_used_bytes),
+        max_inflight = greatest(d.max_inflight, excluded.max_inflight),
+        mem_sum = d.mem_sum + excluded.mem_sum,
+        mem_samples = d.mem_samples + excluded.mem_samples,
+        disk_sum = d.disk_sum + excluded.disk_sum,
+        disk_samples = d.disk_samples + excluded.disk_samples,
+        net_in_bytes = d.net_in_bytes + excluded.net_in_bytes,
+        net_out_bytes = d.net_out_bytes + excluded.net_out_bytes,
+        last_heartbeat_at = greatest(d.last_heartbeat_at, excluded.last_heartbeat_at)
+    ), devices AS (
+      -- The first device of each index in a report, as the SQLite adapter keeps.
+      SELECT DISTINCT ON (f.msg_id, g."index") f.msg_id, f.client_id, f.day, f.at, g."index", g.vendor,
+        left(g.name, 256) AS name, g.uuid, g."utilizationPercent" AS util,
+        g."memoryUtilizationPercent" AS "memUtil", g."memoryUsedBytes"::bigint AS "memUsed",
+        g."memoryTotalBytes"::bigint AS "memTotal", g."temperatureC" AS temp, g."powerDrawW" AS power,
+        g."powerLimitW" AS "powerLimit", g.tflops
+      FROM fresh f CROSS JOIN LATERAL jsonb_to_recordset(coalesce(f.extra->'gpus', '[]')) AS g("index" integer,
+        vendor text, name text, uuid text, "utilizationPercent" double precision,
+        "memoryUtilizationPercent" double precision, "memoryUsedBytes" double precision,
+        "memoryTotalBytes" double precision, "temperatureC" double precision, "powerDrawW" double precision,
+        "powerLimitW" double precision, tflops double precision)
+      ORDER BY f.msg_id, g."index"
+    ), device_daily AS (
+      INSERT INTO device_daily_stats AS d (client_id, device_index, day, name, samples, util_sum, util_samples,
+        mem_util_sum, mem_util_samples, temp_sum, temp_samples, max_temp_c, power_sum, power_samples, max_power_w)
+      SELECT client_id, "index", day, (array_agg(name ORDER BY at DESC))[1], count(*), coalesce(sum(util), 0),
+        count(util), coalesce(sum("memUtil"), 0), count("memUtil"), coalesce(sum(temp), 0), count(temp), max(temp),
+        coalesce(sum(power), 0), count(power), max(power)
+      FROM devices GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+      ON CONFLICT (client_id, device_index, day) DO UPDATE SET
+        name = excluded.name,
+        samples = d.samples + excluded.samples,
+        util_sum = d.util_sum + excluded.util_sum,
+        util_samples = d.util_samples + excluded.util_samples,
+        mem_util_sum = d.mem_util_sum + excluded.mem_util_sum,
+        mem_util_samples = d.mem_util_samples + excluded.mem_util_samples,
+        temp_sum = d.temp_sum + excluded.temp_sum,
+        temp_samples = d.temp_samples + excluded.temp_samples,
+        max_temp_c = greatest(d.max_temp_c, excluded.max_temp_c),
+        power_sum = d.power_sum + excluded.power_sum,
+        power_samples = d.power_samples + excluded.power_samples,
+        max_power_w = greatest(d.max_power_w, excluded.max_power_w)
+    ), latest AS (
+      SELECT DISTINCT ON (client_id) * FROM fresh ORDER BY client_id, at DESC
+    ), system_info AS (
+      INSERT INTO worker_system_info AS w (client_id, at, cpu_percent, mem_percent, mem_used_bytes, mem_total_bytes,
+        disk_percent, net_rx_bytes, net_tx_bytes, net_rx_rate, net_tx_rate, uptime_seconds, device_count,
+        device_memory_total_bytes, total_tflops, inflight, link_bytes_in, link_bytes_out)
+      SELECT client_id, at, cpu, mem_percent, mem_used, mem_total, disk, net_rx, net_tx, net_rx_rate, net_tx_rate,
+        uptime, device_count, device_memory, tflops, inflight, link_in, link_out
+      FROM latest ORDER BY client_id
+      ON CONFLICT (client_id) DO UPDATE SET
+        at = excluded.at, cpu_percent = excluded.cpu_percent, mem_percent = excluded.mem_percent,
+        mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes,
+        disk_percent = excluded.disk_percent, net_rx_bytes = excluded.net_rx_bytes,
+        net_tx_bytes = excluded.net_tx_bytes, net_rx_rate = excluded.net_rx_rate, net_tx_rate = excluded.net_tx_rate,
+        uptime_seconds = excluded.uptime_seconds, device_count = excluded.device_count,
+        device_memory_total_bytes = excluded.device_memory_total_bytes, total_tflops = excluded.total_tflops,
+        inflight = excluded.inflight, link_bytes_in = excluded.link_bytes_in, link_bytes_out = excluded.link_bytes_out
+      WHERE excluded.at >= w.at
+    ), device_info AS (
+      INSERT INTO worker_device_info AS w (client_id, device_index, at, vendor, name, uuid, util_percent,
+        mem_util_percent, mem_used_bytes, mem_total_bytes, temp_c, power_w, power_limit_w, tflops)
+      SELECT d.client_id, d."index", d.at, d.vendor, d.name, d.uuid, d.util, d."memUtil", d."memUsed", d."memTotal",
+        d.temp, d.power, d."powerLimit", d.tflops
+      FROM latest l JOIN devices d USING (msg_id)
+      ORDER BY 1, 2
+      ON CONFLICT (client_id, device_index) DO UPDATE SET
+        at = excluded.at, vendor = excluded.vendor, name = excluded.name, uuid = excluded.uuid,
+        util_percent = excluded.util_percent, mem_util_percent = excluded.mem_util_percent,
+        mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes,
+        temp_c = excluded.temp_c, power_w = excluded.power_w, power_limit_w = excluded.power_limit_w,
+        tflops = excluded.tflops
+      WHERE excluded.at >= w.at
+    ), usage AS (
+      SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(msg_id text, at timestamptz, key_id text, user_id text,
+        model text, worker_id text, path text, status integer, stream boolean, prompt integer, completion integer,
+        total integer, ttfb double precision, duration double precision, bytes_in bigint, bytes_out bigint,
+        error integer, metered integer)
+    ), usage_inserted AS (
+      INSERT INTO request_log (msg_id, at, key_id, user_id, model, worker_id, path, status, duration_ms,
+        prompt_tokens, completion_tokens, total_tokens, stream, ttfb_ms, bytes_in, bytes_out)
+      SELECT msg_id, at, key_id, user_id, model, nullif(worker_id, ''), path, status, duration, prompt, completion,
+        total, stream, ttfb, bytes_in, bytes_out FROM usage
+      ON CONFLICT (msg_id) DO NOTHING
+      RETURNING msg_id
+    ), usage_daily_fold AS (
+      INSERT INTO usage_daily AS u (day, key_id, model, worker_id, user_id, requests, errors, metered, prompt_tokens,
+        completion_tokens, total_tokens, duration_ms_sum, ttfb_ms_sum, ttfb_samples, bytes_in, bytes_out)
+      SELECT (at AT TIME ZONE 'UTC')::date, key_id, model, worker_id, max(user_id), count(*), sum(error),
+        sum(metered), coalesce(sum(prompt), 0), coalesce(sum(completion), 0), coalesce(sum(total), 0), sum(duration),
+        coalesce(sum(ttfb), 0), count(ttfb), sum(bytes_in), sum(bytes_out)
+      FROM usage JOIN usage_inserted USING (msg_id) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+      ON CONFLICT (day, key_id, model, worker_id) DO UPDATE SET
+        user_id = coalesce(excluded.user_id, u.user_id),
+        requests = u.requests + excluded.requests,
+        errors = u.errors + excluded.errors,
+        metered = u.metered + excluded.metered,
+        prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = u.completion_tokens + excluded.completion_tokens,
+        total_tokens = u.total_tokens + excluded.total_tokens,
+        duration_ms_sum = u.duration_ms_sum + excluded.duration_ms_sum,
+        ttfb_ms_sum = u.ttfb_ms_sum + excluded.ttfb_ms_sum,
+        ttfb_samples = u.ttfb_samples + excluded.ttfb_samples,
+        bytes_in = u.bytes_in + excluded.bytes_in,
+        bytes_out = u.bytes_out + excluded.bytes_out
     )
-    INSERT INTO daily_stats AS d
-      (client_id, day, heartbeats, cpu_sum, cpu_samples, max_cpu_percent, max_mem_used_bytes, max_inflight)
-    SELECT client_id, (at AT TIME ZONE 'UTC')::date, count(*), coalesce(sum(cpu_percent), 0), count(cpu_percent),
-      max(cpu_percent), max(mem_used_bytes), max(inflight)
-    FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (client_id, day) DO UPDATE SET
-      heartbeats = d.heartbeats + excluded.heartbeats,
-      cpu_sum = d.cpu_sum + excluded.cpu_sum,
-      cpu_samples = d.cpu_samples + excluded.cpu_samples,
-      max_cpu_percent = greatest(d.max_cpu_percent, excluded.max_cpu_percent),
-      max_mem_used_bytes = greatest(d.max_mem_used_bytes, excluded.max_mem_used_bytes),
-      max_inflight = greatest(d.max_inflight, excluded.max_inflight)`,
-  // day as text: pg would turn a `date` into local midnight.
-  listDailyStats: `SELECT client_id, day::text AS day, heartbeats, avg_cpu_percent, max_cpu_percent,
-      max_mem_used_bytes, max_inflight
-    FROM daily_stats WHERE client_id = $1 ORDER BY day`,
-  listHeartbeats: `SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra
-    FROM heartbeats WHERE client_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
+    SELECT (SELECT count(*) FROM hb_inserted)::int AS heartbeats, (SELECT count(*) FROM usage_inserted)::int AS usage`,
+  pruneHeartbeats: 'DELETE FROM heartbeats WHERE at < $1',
+  pruneRequests: 'DELETE FROM request_log WHERE at < $1',
+  listUsage: `SELECT ${dayAsText(USAGE_COLUMNS)} FROM usage_daily
+    WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR user_id = $2)
+      AND ($3::text IS NULL OR model = $3) AND ($4::text IS NULL OR worker_id = $4)
+      AND ($5::date IS NULL OR day >= $5) AND ($6::date IS NULL OR day <= $6)
+    ORDER BY day, key_id, model, worker_id LIMIT $7`,
+  listDailyStats: `SELECT ${dayAsText(DAILY_COLUMNS)} FROM daily_stats WHERE client_id = $1 ORDER BY day`,
+  listDeviceDailyStats: `SELECT ${dayAsText(DEVICE_DAILY_COLUMNS)} FROM device_daily_stats
+    WHERE client_id = $1 ORDER BY day, device_index`,
+  listHeartbeats: `SELECT ${HEARTBEAT_COLUMNS} FROM heartbeats WHERE client_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
+  getSystemInfo: `SELECT ${SYSTEM_INFO_COLUMNS} FROM worker_system_info WHERE client_id = $1`,
+  // Devices older than the system info were not in the newest report: gone.
+  listDeviceInfo: `SELECT ${DEVICE_INFO_COLUMNS} FROM worker_device_info d
+    WHERE client_id = $1 AND at >= (SELECT at FROM worker_system_info s WHERE s.client_id = d.client_id)
+    ORDER BY device_index`,
 
   // One statement for a batch of any size: one typed array per column (11 parameters, so no
   // parameter limit to chunk around), zipped back into rows by unnest. ORDINALITY keeps
@@ -193,26 +344,6 @@ interface WorkerRow {
   models: string[]
   first_seen_at: Date
   last_seen_at: Date
-}
-
-interface DailyStatsRow {
-  client_id: string
-  day: string
-  heartbeats: number
-  avg_cpu_percent: number | null
-  max_cpu_percent: number | null
-  max_mem_used_bytes: Int8 | null
-  max_inflight: number
-}
-
-interface HeartbeatRow {
-  client_id: string
-  at: Date
-  cpu_percent: number | null
-  mem_used_bytes: Int8 | null
-  mem_total_bytes: Int8 | null
-  inflight: number
-  extra: Record<string, unknown>
 }
 
 interface RequestRow {
@@ -535,44 +666,112 @@ export class PostgresStore implements Store, StoreTelemetry {
     return (await this.#query<WorkerRow>('listWorkers', [filter.userId ?? null])).rows.map(toWorker)
   }
 
-  async recordHeartbeats(rows: readonly HeartbeatRecord[]): Promise<void> {
-    if (rows.length === 0) return
-    const batch = rows.map((row) => ({
-      client_id: row.clientId,
-      at: row.at.toISOString(),
-      cpu_percent: row.cpuPercent ?? null,
-      mem_used_bytes: wholeOrNull(row.memUsedBytes),
-      mem_total_bytes: wholeOrNull(row.memTotalBytes),
-      inflight: Math.round(row.inflight ?? 0),
-      extra: row.extra ?? {},
-    }))
-    await this.#query('recordHeartbeats', [JSON.stringify(batch)])
+  async applyTelemetry(batch: TelemetryBatch): Promise<TelemetryWrite> {
+    // One row per id: a message the producer sent twice must not be folded twice by the
+    // set-based statement (which joins the batch to the rows it inserted, by id).
+    const heartbeats = uniqueById(batch.heartbeats).map((e) => {
+      const r = heartbeatRowValues(e)
+      return {
+        msg_id: r.msgId,
+        client_id: r.clientId,
+        user_id: r.userId,
+        at: new Date(r.atMs).toISOString(),
+        cpu: r.cpu,
+        mem_used: r.memUsed,
+        mem_total: r.memTotal,
+        mem_percent: r.memPercent,
+        disk: r.disk,
+        net_in: r.netIn,
+        net_out: r.netOut,
+        inflight: r.inflight,
+        // Sent once: the statement reads the devices from extra's `gpus`.
+        extra: heartbeatExtra(e),
+        net_rx: r.netRx,
+        net_tx: r.netTx,
+        net_rx_rate: r.netRxRate,
+        net_tx_rate: r.netTxRate,
+        uptime: r.uptime,
+        device_count: r.deviceCount,
+        device_memory: r.deviceMemory,
+        tflops: r.tflops,
+        link_in: r.linkIn,
+        link_out: r.linkOut,
+      }
+    })
+    const usage = uniqueById(batch.usage).map((e) => {
+      const r = usageRowValues(e)
+      return {
+        msg_id: r.msgId,
+        at: new Date(r.atMs).toISOString(),
+        key_id: r.keyId,
+        user_id: r.userId,
+        model: r.model,
+        worker_id: r.workerId,
+        path: r.path,
+        status: r.status,
+        stream: r.stream,
+        prompt: r.prompt,
+        completion: r.completion,
+        total: r.total,
+        ttfb: r.ttfb,
+        duration: r.duration,
+        bytes_in: r.bytesIn,
+        bytes_out: r.bytesOut,
+        error: r.error,
+        metered: r.metered,
+      }
+    })
+    if (heartbeats.length === 0 && usage.length === 0) return { heartbeats: 0, usage: 0, duplicates: 0 }
+    const row = await this.#one<{ heartbeats: number; usage: number }>('applyTelemetry', [
+      jsonWithoutNul(heartbeats),
+      jsonWithoutNul(usage),
+    ])
+    const written = { heartbeats: row?.heartbeats ?? 0, usage: row?.usage ?? 0 }
+    return {
+      ...written,
+      duplicates: batch.heartbeats.length + batch.usage.length - written.heartbeats - written.usage,
+    }
+  }
+
+  async pruneTelemetry(before: Date): Promise<{ heartbeats: number; requests: number }> {
+    const at = new Date(sinceMs(before))
+    const heartbeats = (await this.#query('pruneHeartbeats', [at])).rowCount
+    const requests = (await this.#query('pruneRequests', [at])).rowCount
+    return { heartbeats, requests }
+  }
+
+  async listUsage(filter: UsageFilter = {}): Promise<UsageDailyRecord[]> {
+    const { rows } = await this.#query('listUsage', [
+      filter.keyId ?? null,
+      filter.userId ?? null,
+      filter.model ?? null,
+      filter.workerId ?? null,
+      filter.from ?? null,
+      filter.to ?? null,
+      clampLimit(filter.limit, 1_000),
+    ])
+    return rows.map(toUsage)
   }
 
   async listDailyStats(clientId: string): Promise<DailyStatsRecord[]> {
-    const { rows } = await this.#query<DailyStatsRow>('listDailyStats', [clientId])
-    return rows.map((row) => ({
-      clientId: row.client_id,
-      day: row.day,
-      heartbeats: row.heartbeats,
-      avgCpuPercent: row.avg_cpu_percent,
-      maxCpuPercent: row.max_cpu_percent,
-      maxMemUsedBytes: int8(row.max_mem_used_bytes),
-      maxInflight: row.max_inflight,
-    }))
+    return (await this.#query('listDailyStats', [clientId])).rows.map(toDailyStats)
+  }
+
+  async listDeviceDailyStats(clientId: string): Promise<DeviceDailyStatsRecord[]> {
+    return (await this.#query('listDeviceDailyStats', [clientId])).rows.map(toDeviceDaily)
   }
 
   async listHeartbeats(clientId: string, limit?: number): Promise<HeartbeatRecord[]> {
-    const { rows } = await this.#query<HeartbeatRow>('listHeartbeats', [clientId, clampLimit(limit)])
-    return rows.map((row) => ({
-      clientId: row.client_id,
-      at: row.at,
-      cpuPercent: row.cpu_percent,
-      memUsedBytes: int8(row.mem_used_bytes),
-      memTotalBytes: int8(row.mem_total_bytes),
-      inflight: row.inflight,
-      extra: row.extra,
-    }))
+    return (await this.#query('listHeartbeats', [clientId, clampLimit(limit)])).rows.map(toHeartbeat)
+  }
+
+  async getSystemInfo(clientId: string): Promise<SystemInfoRecord | undefined> {
+    const row = await this.#one('getSystemInfo', [clientId])
+    return row === undefined ? undefined : toSystemInfo(row)
+  }
+
+  async listDeviceInfo(clientId: string): Promise<DeviceInfoRecord[]> {
+    return (await this.#query('listDeviceInfo', [clientId])).rows.map(toDeviceInfo)
   }
 
   async recordRequests(rows: readonly Omit<RequestLogRecord, 'id'>[]): Promise<void> {
@@ -625,4 +824,16 @@ export class PostgresStore implements Store, StoreTelemetry {
     this.#closed = true
     await this.#pool.end()
   }
+}
+
+/** An escaped NUL in JSON text (`\u0000` after an even number of backslashes). */
+const ESCAPED_NUL = /(?<!\\)((?:\\\\)*)\\u0000/g
+
+/**
+ * JSON text of `value` with every NUL as U+FFFD: jsonb and `text` cannot hold NUL, and the
+ * SQLite adapter stores U+FFFD as well (`storableText`).
+ */
+function jsonWithoutNul(value: unknown): string {
+  const json = JSON.stringify(value)
+  return json.includes('\\u0000') ? json.replace(ESCAPED_NUL, '$1\\uFFFD') : json
 }

@@ -15,6 +15,10 @@ import type {
   NewKey,
   RequestLogRecord,
   Store,
+  TelemetryBatch,
+  TelemetryWrite,
+  UsageDailyRecord,
+  UsageFilter,
   UserRecord,
   WorkerRecord,
 } from './index.js'
@@ -22,17 +26,35 @@ import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
 import {
   clampLimit,
   closedError,
+  DAILY_COLUMNS,
   type DailyStatsRecord,
+  DEVICE_DAILY_COLUMNS,
+  DEVICE_INFO_COLUMNS,
+  type DeviceDailyStatsRecord,
+  type DeviceInfoRecord,
+  deviceRowValues,
+  HEARTBEAT_COLUMNS,
+  heartbeatExtra,
+  heartbeatRowValues,
   KEY_COLUMNS,
   newId,
   REQUEST_COLUMNS,
   type RequestRowValues,
   requestRowValues,
   type StoreTelemetry,
+  SYSTEM_INFO_COLUMNS,
+  type SystemInfoRecord,
   sinceMs,
-  utcDay,
+  storableText,
+  toDailyStats,
+  toDeviceDaily,
+  toDeviceInfo,
+  toHeartbeat,
+  toSystemInfo,
+  toUsage,
+  USAGE_COLUMNS,
+  usageRowValues,
   WORKER_COLUMNS,
-  wholeOrNull,
 } from './shared.js'
 
 /** Options of the SQLite adapter. */
@@ -110,23 +132,114 @@ const SQL = {
   getWorker: `SELECT ${WORKER_COLUMNS} FROM workers WHERE client_id = ?`,
   listWorkers: `SELECT ${WORKER_COLUMNS} FROM workers WHERE (@userId IS NULL OR user_id = @userId) ORDER BY client_id`,
 
-  insertHeartbeat: `INSERT INTO heartbeats (client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra)
-    VALUES (@clientId, @at, @cpu, @memUsed, @memTotal, @inflight, @extra)`,
+  // Schema v3, the consumer's batch. Every fold runs only for a message inserted now
+  // (`changes` of its raw insert), so a redelivered message changes nothing.
+  insertHeartbeat: `INSERT INTO heartbeats (msg_id, client_id, user_id, at, cpu_percent, mem_used_bytes,
+      mem_total_bytes, mem_percent, disk_percent, net_in_bytes, net_out_bytes, inflight, extra)
+    VALUES (@msgId, @clientId, @userId, @atMs, @cpu, @memUsed, @memTotal, @memPercent, @disk, @netIn, @netOut,
+      @inflight, @extra)
+    ON CONFLICT (msg_id) DO NOTHING`,
   // SQLite's two-argument max() is NULL when either side is: coalesce keeps the known value.
-  foldDailyStats: `INSERT INTO daily_stats
-      (client_id, day, heartbeats, cpu_sum, cpu_samples, max_cpu_percent, max_mem_used_bytes, max_inflight)
-    VALUES (@clientId, @day, 1, coalesce(@cpu, 0), @cpu IS NOT NULL, @cpu, @memUsed, @inflight)
+  foldDailyStats: `INSERT INTO daily_stats (client_id, day, heartbeats, cpu_sum, cpu_samples, max_cpu_percent,
+      max_mem_used_bytes, max_inflight, mem_sum, mem_samples, disk_sum, disk_samples, net_in_bytes, net_out_bytes,
+      last_heartbeat_at)
+    VALUES (@clientId, @day, 1, coalesce(@cpu, 0), @cpu IS NOT NULL, @cpu, @memUsed, @inflight,
+      coalesce(@memPercent, 0), @memPercent IS NOT NULL, coalesce(@disk, 0), @disk IS NOT NULL, @netIn, @netOut, @atMs)
     ON CONFLICT (client_id, day) DO UPDATE SET
       heartbeats = heartbeats + 1,
       cpu_sum = cpu_sum + excluded.cpu_sum,
       cpu_samples = cpu_samples + excluded.cpu_samples,
       max_cpu_percent = max(coalesce(max_cpu_percent, excluded.max_cpu_percent), coalesce(excluded.max_cpu_percent, max_cpu_percent)),
       max_mem_used_bytes = max(coalesce(max_mem_used_bytes, excluded.max_mem_used_bytes), coalesce(excluded.max_mem_used_bytes, max_mem_used_bytes)),
-      max_inflight = max(max_inflight, excluded.max_inflight)`,
-  listDailyStats: `SELECT client_id, day, heartbeats, avg_cpu_percent, max_cpu_percent, max_mem_used_bytes, max_inflight
-    FROM daily_stats WHERE client_id = ? ORDER BY day`,
-  listHeartbeats: `SELECT client_id, at, cpu_percent, mem_used_bytes, mem_total_bytes, inflight, extra
-    FROM heartbeats WHERE client_id = ? ORDER BY at DESC, id DESC LIMIT ?`,
+      max_inflight = max(max_inflight, excluded.max_inflight),
+      mem_sum = mem_sum + excluded.mem_sum,
+      mem_samples = mem_samples + excluded.mem_samples,
+      disk_sum = disk_sum + excluded.disk_sum,
+      disk_samples = disk_samples + excluded.disk_samples,
+      net_in_bytes = net_in_bytes + excluded.net_in_bytes,
+      net_out_bytes = net_out_bytes + excluded.net_out_bytes,
+      last_heartbeat_at = max(coalesce(last_heartbeat_at, excluded.last_heartbeat_at), excluded.last_heartbeat_at)`,
+  foldDeviceDailyStats: `INSERT INTO device_daily_stats (client_id, device_index, day, name, samples, util_sum,
+      util_samples, mem_util_sum, mem_util_samples, temp_sum, temp_samples, max_temp_c, power_sum, power_samples,
+      max_power_w)
+    VALUES (@clientId, @index, @day, @name, 1, coalesce(@util, 0), @util IS NOT NULL, coalesce(@memUtil, 0),
+      @memUtil IS NOT NULL, coalesce(@temp, 0), @temp IS NOT NULL, @temp, coalesce(@power, 0), @power IS NOT NULL, @power)
+    ON CONFLICT (client_id, device_index, day) DO UPDATE SET
+      name = excluded.name,
+      samples = samples + 1,
+      util_sum = util_sum + excluded.util_sum,
+      util_samples = util_samples + excluded.util_samples,
+      mem_util_sum = mem_util_sum + excluded.mem_util_sum,
+      mem_util_samples = mem_util_samples + excluded.mem_util_samples,
+      temp_sum = temp_sum + excluded.temp_sum,
+      temp_samples = temp_samples + excluded.temp_samples,
+      max_temp_c = max(coalesce(max_temp_c, excluded.max_temp_c), coalesce(excluded.max_temp_c, max_temp_c)),
+      power_sum = power_sum + excluded.power_sum,
+      power_samples = power_samples + excluded.power_samples,
+      max_power_w = max(coalesce(max_power_w, excluded.max_power_w), coalesce(excluded.max_power_w, max_power_w))`,
+  // The latest readings: an older heartbeat (late or redelivered) never replaces a newer one.
+  upsertSystemInfo: `INSERT INTO worker_system_info (client_id, at, cpu_percent, mem_percent, mem_used_bytes,
+      mem_total_bytes, disk_percent, net_rx_bytes, net_tx_bytes, net_rx_rate, net_tx_rate, uptime_seconds,
+      device_count, device_memory_total_bytes, total_tflops, inflight, link_bytes_in, link_bytes_out)
+    VALUES (@clientId, @atMs, @cpu, @memPercent, @memUsed, @memTotal, @disk, @netRx, @netTx, @netRxRate, @netTxRate,
+      @uptime, @deviceCount, @deviceMemory, @tflops, @inflight, @linkIn, @linkOut)
+    ON CONFLICT (client_id) DO UPDATE SET
+      at = excluded.at, cpu_percent = excluded.cpu_percent, mem_percent = excluded.mem_percent,
+      mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes,
+      disk_percent = excluded.disk_percent, net_rx_bytes = excluded.net_rx_bytes, net_tx_bytes = excluded.net_tx_bytes,
+      net_rx_rate = excluded.net_rx_rate, net_tx_rate = excluded.net_tx_rate, uptime_seconds = excluded.uptime_seconds,
+      device_count = excluded.device_count, device_memory_total_bytes = excluded.device_memory_total_bytes,
+      total_tflops = excluded.total_tflops, inflight = excluded.inflight, link_bytes_in = excluded.link_bytes_in,
+      link_bytes_out = excluded.link_bytes_out
+    WHERE excluded.at >= worker_system_info.at`,
+  upsertDeviceInfo: `INSERT INTO worker_device_info (client_id, device_index, at, vendor, name, uuid, util_percent,
+      mem_util_percent, mem_used_bytes, mem_total_bytes, temp_c, power_w, power_limit_w, tflops)
+    VALUES (@clientId, @index, @atMs, @vendor, @name, @uuid, @util, @memUtil, @memUsedDev, @memTotalDev, @temp, @power,
+      @powerLimit, @tflopsDev)
+    ON CONFLICT (client_id, device_index) DO UPDATE SET
+      at = excluded.at, vendor = excluded.vendor, name = excluded.name, uuid = excluded.uuid,
+      util_percent = excluded.util_percent, mem_util_percent = excluded.mem_util_percent,
+      mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes, temp_c = excluded.temp_c,
+      power_w = excluded.power_w, power_limit_w = excluded.power_limit_w, tflops = excluded.tflops
+    WHERE excluded.at >= worker_device_info.at`,
+  insertUsage: `INSERT INTO request_log (msg_id, at, key_id, user_id, model, worker_id, path, status, duration_ms,
+      prompt_tokens, completion_tokens, total_tokens, stream, ttfb_ms, bytes_in, bytes_out)
+    VALUES (@msgId, @atMs, @keyId, @userId, @model, nullif(@workerId, ''), @path, @status, @duration, @prompt,
+      @completion, @total, @stream, @ttfb, @bytesIn, @bytesOut)
+    ON CONFLICT (msg_id) DO NOTHING`,
+  foldUsage: `INSERT INTO usage_daily (day, key_id, model, worker_id, user_id, requests, errors, metered,
+      prompt_tokens, completion_tokens, total_tokens, duration_ms_sum, ttfb_ms_sum, ttfb_samples, bytes_in, bytes_out)
+    VALUES (@day, @keyId, @model, @workerId, @userId, 1, @error, @metered, coalesce(@prompt, 0),
+      coalesce(@completion, 0), coalesce(@total, 0), @duration, coalesce(@ttfb, 0), @ttfb IS NOT NULL, @bytesIn,
+      @bytesOut)
+    ON CONFLICT (day, key_id, model, worker_id) DO UPDATE SET
+      user_id = coalesce(excluded.user_id, user_id),
+      requests = requests + 1,
+      errors = errors + excluded.errors,
+      metered = metered + excluded.metered,
+      prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+      completion_tokens = completion_tokens + excluded.completion_tokens,
+      total_tokens = total_tokens + excluded.total_tokens,
+      duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
+      ttfb_ms_sum = ttfb_ms_sum + excluded.ttfb_ms_sum,
+      ttfb_samples = ttfb_samples + excluded.ttfb_samples,
+      bytes_in = bytes_in + excluded.bytes_in,
+      bytes_out = bytes_out + excluded.bytes_out`,
+  pruneHeartbeats: 'DELETE FROM heartbeats WHERE at < ?',
+  pruneRequests: 'DELETE FROM request_log WHERE at < ?',
+  listUsage: `SELECT ${USAGE_COLUMNS} FROM usage_daily
+    WHERE (@keyId IS NULL OR key_id = @keyId) AND (@userId IS NULL OR user_id = @userId)
+      AND (@model IS NULL OR model = @model) AND (@workerId IS NULL OR worker_id = @workerId)
+      AND day >= @from AND day <= @to
+    ORDER BY day, key_id, model, worker_id LIMIT @limit`,
+  listDailyStats: `SELECT ${DAILY_COLUMNS} FROM daily_stats WHERE client_id = ? ORDER BY day`,
+  listDeviceDailyStats: `SELECT ${DEVICE_DAILY_COLUMNS} FROM device_daily_stats
+    WHERE client_id = ? ORDER BY day, device_index`,
+  listHeartbeats: `SELECT ${HEARTBEAT_COLUMNS} FROM heartbeats WHERE client_id = ? ORDER BY at DESC, id DESC LIMIT ?`,
+  getSystemInfo: `SELECT ${SYSTEM_INFO_COLUMNS} FROM worker_system_info WHERE client_id = ?`,
+  listDeviceInfo: `SELECT ${DEVICE_INFO_COLUMNS} FROM worker_device_info d
+    WHERE client_id = ? AND at >= (SELECT at FROM worker_system_info s WHERE s.client_id = d.client_id)
+    ORDER BY device_index`,
 
   // No `since`: the caller passes the earliest Date, so one range scan serves both cases.
   // (id is the rowid, which every SQLite index ends with: the index alone gives the order.)
@@ -176,26 +289,6 @@ interface WorkerRow {
   models: string
   first_seen_at: number
   last_seen_at: number
-}
-
-interface DailyStatsRow {
-  client_id: string
-  day: string
-  heartbeats: number
-  avg_cpu_percent: number | null
-  max_cpu_percent: number | null
-  max_mem_used_bytes: number | null
-  max_inflight: number
-}
-
-interface HeartbeatRow {
-  client_id: string
-  at: number
-  cpu_percent: number | null
-  mem_used_bytes: number | null
-  mem_total_bytes: number | null
-  inflight: number
-  extra: string
 }
 
 interface RequestRow {
@@ -301,7 +394,7 @@ export class SqliteStore implements Store, StoreTelemetry {
   readonly #db: Database.Database
   readonly #onQuery: ((sql: string) => void) | undefined
   readonly #statements = new Map<SqlName, Database.Statement>()
-  readonly #recordHeartbeats: (rows: readonly HeartbeatRecord[]) => void
+  readonly #applyTelemetry: (batch: TelemetryBatch) => TelemetryWrite
   /** Multi-row request-log INSERTs, by row count (powers of two up to MAX_REQUEST_CHUNK). */
   readonly #insertRequests = new Map<number, { sql: string; statement: Database.Statement }>()
   readonly #recordRequests: (rows: readonly RequestRowValues[]) => void
@@ -326,22 +419,50 @@ export class SqliteStore implements Store, StoreTelemetry {
         cause: err,
       })
     }
-    this.#recordHeartbeats = this.#db.transaction((rows: readonly HeartbeatRecord[]) => {
-      for (const row of rows) {
-        const params = {
-          clientId: row.clientId,
-          at: row.at.getTime(),
-          day: utcDay(row.at),
-          cpu: row.cpuPercent ?? null,
-          memUsed: wholeOrNull(row.memUsedBytes),
-          memTotal: wholeOrNull(row.memTotalBytes),
-          inflight: Math.round(row.inflight ?? 0),
-          extra: JSON.stringify(row.extra ?? {}),
+    this.#applyTelemetry = this.#db.transaction((batch: TelemetryBatch): TelemetryWrite => {
+      let heartbeats = 0
+      let usage = 0
+      let duplicates = 0
+      for (const event of batch.heartbeats) {
+        const row = {
+          ...heartbeatRowValues(event),
+          extra: storableText(JSON.stringify(heartbeatExtra(event))),
         }
-        // better-sqlite3 ignores named parameters a statement does not use: one object serves both.
-        this.#statement('insertHeartbeat').run(params)
-        this.#statement('foldDailyStats').run(params)
+        const devices = deviceRowValues(event)
+        // better-sqlite3 ignores named parameters a statement does not use: one object serves all.
+        if (this.#statement('insertHeartbeat').run(row).changes === 0) {
+          duplicates++
+          continue
+        }
+        heartbeats++
+        this.#statement('foldDailyStats').run(row)
+        for (const d of devices) {
+          this.#statement('foldDeviceDailyStats').run({ clientId: row.clientId, day: row.day, ...d })
+        }
+        if (this.#statement('upsertSystemInfo').run(row).changes === 0) continue
+        // The newest heartbeat so far: its devices are the worker's devices now (reads skip
+        // devices older than the system info: a device the newest report lacks is gone).
+        for (const d of devices) {
+          this.#statement('upsertDeviceInfo').run({
+            ...d,
+            clientId: row.clientId,
+            atMs: row.atMs,
+            memUsedDev: d.memUsed,
+            memTotalDev: d.memTotal,
+            tflopsDev: d.tflops,
+          })
+        }
       }
+      for (const event of batch.usage) {
+        const row = { ...usageRowValues(event), stream: event.stream ? 1 : 0 }
+        if (this.#statement('insertUsage').run(row).changes === 0) {
+          duplicates++
+          continue
+        }
+        usage++
+        this.#statement('foldUsage').run(row)
+      }
+      return { heartbeats, usage, duplicates }
     })
     // One transaction for the whole batch, written in power-of-two chunks (largest first).
     this.#recordRequests = this.#db.transaction((rows: readonly RequestRowValues[]) => {
@@ -579,36 +700,72 @@ export class SqliteStore implements Store, StoreTelemetry {
     )
   }
 
-  async recordHeartbeats(rows: readonly HeartbeatRecord[]): Promise<void> {
-    if (rows.length === 0) return
-    return this.#call(() => this.#recordHeartbeats(rows))
+  async applyTelemetry(batch: TelemetryBatch): Promise<TelemetryWrite> {
+    if (batch.heartbeats.length === 0 && batch.usage.length === 0)
+      return { heartbeats: 0, usage: 0, duplicates: 0 }
+    return this.#call(() => this.#applyTelemetry(batch))
+  }
+
+  async pruneTelemetry(before: Date): Promise<{ heartbeats: number; requests: number }> {
+    const ms = sinceMs(before)
+    return this.#call(() => ({
+      heartbeats: this.#statement('pruneHeartbeats').run(ms).changes,
+      requests: this.#statement('pruneRequests').run(ms).changes,
+    }))
+  }
+
+  async listUsage(filter: UsageFilter = {}): Promise<UsageDailyRecord[]> {
+    return this.#call(() =>
+      this.#statement('listUsage')
+        .all({
+          keyId: filter.keyId ?? null,
+          userId: filter.userId ?? null,
+          model: filter.model ?? null,
+          workerId: filter.workerId ?? null,
+          from: filter.from ?? '0000-00-00',
+          to: filter.to ?? '9999-99-99',
+          limit: clampLimit(filter.limit, 1_000),
+        })
+        .map((row) => toUsage(row as Record<string, unknown>)),
+    )
   }
 
   async listDailyStats(clientId: string): Promise<DailyStatsRecord[]> {
     return this.#call(() =>
-      (this.#statement('listDailyStats').all(clientId) as DailyStatsRow[]).map((row) => ({
-        clientId: row.client_id,
-        day: row.day,
-        heartbeats: row.heartbeats,
-        avgCpuPercent: row.avg_cpu_percent,
-        maxCpuPercent: row.max_cpu_percent,
-        maxMemUsedBytes: row.max_mem_used_bytes,
-        maxInflight: row.max_inflight,
-      })),
+      this.#statement('listDailyStats')
+        .all(clientId)
+        .map((row) => toDailyStats(row as Record<string, unknown>)),
+    )
+  }
+
+  async listDeviceDailyStats(clientId: string): Promise<DeviceDailyStatsRecord[]> {
+    return this.#call(() =>
+      this.#statement('listDeviceDailyStats')
+        .all(clientId)
+        .map((row) => toDeviceDaily(row as Record<string, unknown>)),
     )
   }
 
   async listHeartbeats(clientId: string, limit?: number): Promise<HeartbeatRecord[]> {
     return this.#call(() =>
-      (this.#statement('listHeartbeats').all(clientId, clampLimit(limit)) as HeartbeatRow[]).map((row) => ({
-        clientId: row.client_id,
-        at: new Date(row.at),
-        cpuPercent: row.cpu_percent,
-        memUsedBytes: row.mem_used_bytes,
-        memTotalBytes: row.mem_total_bytes,
-        inflight: row.inflight,
-        extra: JSON.parse(row.extra) as Record<string, unknown>,
-      })),
+      this.#statement('listHeartbeats')
+        .all(clientId, clampLimit(limit))
+        .map((row) => toHeartbeat(row as Record<string, unknown>)),
+    )
+  }
+
+  async getSystemInfo(clientId: string): Promise<SystemInfoRecord | undefined> {
+    return this.#call(() => {
+      const row = this.#statement('getSystemInfo').get(clientId)
+      return row === undefined ? undefined : toSystemInfo(row as Record<string, unknown>)
+    })
+  }
+
+  async listDeviceInfo(clientId: string): Promise<DeviceInfoRecord[]> {
+    return this.#call(() =>
+      this.#statement('listDeviceInfo')
+        .all(clientId)
+        .map((row) => toDeviceInfo(row as Record<string, unknown>)),
     )
   }
 

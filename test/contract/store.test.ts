@@ -10,11 +10,10 @@ import { join } from 'node:path'
 import { after, afterEach, before, describe, test } from 'node:test'
 import { Client } from 'pg'
 import { ErrorCodes, isFabricError } from '../../src/errors/index.js'
-import { silentLogger } from '../../src/observability/logger.js'
-import { RequestTracker } from '../../src/server/request-log.js'
+import type { HeartbeatEvent, UsageEvent } from '../../src/protocol/events.js'
+import type { GpuMetrics } from '../../src/protocol/index.js'
 import {
   createStore,
-  type HeartbeatRecord,
   LATEST_VERSION,
   MIGRATIONS,
   type NewKey,
@@ -74,15 +73,70 @@ function keyFor(userId: string, overrides: Partial<NewKey> = {}): NewKey {
   }
 }
 
-function heartbeat(clientId: string, at: string, fields: Partial<HeartbeatRecord> = {}): HeartbeatRecord {
+let nextMessage = 0
+
+function heartbeat(
+  clientId: string,
+  at: string,
+  metrics: HeartbeatEvent['metrics'] = {},
+  fields: Partial<HeartbeatEvent> = {},
+): HeartbeatEvent {
   return {
+    v: 1,
+    type: 'heartbeat',
+    id: `hb-${nextMessage++}`,
     clientId,
-    at: new Date(at),
-    cpuPercent: null,
-    memUsedBytes: null,
-    memTotalBytes: null,
+    userId: null,
+    at: Date.parse(at),
     inflight: 0,
-    extra: {},
+    models: 1,
+    linkBytesIn: 0,
+    linkBytesOut: 0,
+    netInBytes: 0,
+    netOutBytes: 0,
+    metrics,
+    ...fields,
+  }
+}
+
+function usageEvent(keyId: string, at: string, fields: Partial<UsageEvent> = {}): UsageEvent {
+  return {
+    v: 1,
+    type: 'usage',
+    id: `u-${nextMessage++}`,
+    at: Date.parse(at),
+    keyId,
+    userId: 'usr_1',
+    model: 'llama3:8b',
+    workerId: 'w1',
+    path: '/v1/chat/completions',
+    status: 200,
+    stream: false,
+    promptTokens: 10,
+    completionTokens: 5,
+    totalTokens: 15,
+    ttfbMs: 20,
+    durationMs: 100,
+    bytesIn: 200,
+    bytesOut: 800,
+    ...fields,
+  }
+}
+
+function gpu(index: number, fields: Partial<GpuMetrics> = {}): GpuMetrics {
+  return {
+    index,
+    vendor: 'nvidia',
+    name: 'NVIDIA H100 80GB HBM3',
+    uuid: `GPU-${index}`,
+    utilizationPercent: 50,
+    memoryUtilizationPercent: 20,
+    memoryUsedBytes: 1024,
+    memoryTotalBytes: 4096,
+    temperatureC: 40,
+    powerDrawW: 300,
+    powerLimitW: 700,
+    tflops: 989,
     ...fields,
   }
 }
@@ -174,8 +228,8 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal(await b.schemaVersion(), LATEST_VERSION)
     })
 
-    test('schema v2: a v1 database migrates to v2 and keeps its data', async () => {
-      assert.equal(LATEST_VERSION, 2)
+    test('schema v2 and v3: a v1 database migrates forward and keeps its data', async () => {
+      assert.equal(LATEST_VERSION, 3)
       const store = await blank()
       assert.deepEqual(await store.migrate(1), [1])
       assert.equal(await store.schemaVersion(), 1)
@@ -192,8 +246,8 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       await assert.rejects(store.listRequests(), rejectsWith(ErrorCodes.INTERNAL, false))
 
       // Another server (newer code) migrates the live database; the first store carries on.
-      assert.deepEqual(await another().migrate(), [2])
-      assert.equal(await store.schemaVersion(), 2)
+      assert.deepEqual(await another().migrate(), [2, 3])
+      assert.equal(await store.schemaVersion(), 3)
       assert.deepEqual(await store.migrate(), [])
       assert.deepEqual(await store.getKey(key.id), key)
       assert.deepEqual(await store.getUser(user.id), user)
@@ -203,7 +257,7 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       await store.recordRequests([row])
       assert.deepEqual((await store.listRequests()).map(withoutId), [row])
       assert.deepEqual(await store.migrate(), [])
-      assert.equal(await store.schemaVersion(), 2)
+      assert.equal(await store.schemaVersion(), 3)
     })
 
     test('users: create, get, list, ensure, unique names', async () => {
@@ -490,48 +544,69 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.deepEqual(await store.listWorkers({ userId: bob.id }), [await store.getWorker('w-c')])
     })
 
-    test('recordHeartbeats stores rows and folds them into daily statistics', async () => {
+    test('applyTelemetry stores heartbeats and folds them into daily statistics', async () => {
       const store = await fresh()
       const GiB = 1024 ** 3
-      await store.recordHeartbeats([
-        heartbeat('w1', '2030-05-01T10:00:00.000Z', {
-          cpuPercent: 10,
-          memUsedBytes: 2 * GiB,
-          memTotalBytes: 64 * GiB,
-          inflight: 1,
-          extra: { gpus: [{ name: 'RTX "4090"', util: 0.5 }], note: "it's" },
-        }),
-        heartbeat('w1', '2030-05-01T23:59:59.999Z', { cpuPercent: 30, memUsedBytes: 48 * GiB, inflight: 4 }),
-        heartbeat('w1', '2030-05-01T12:00:00.000Z', { cpuPercent: null, inflight: 2 }),
-        heartbeat('w1', '2030-05-02T00:00:00.000Z', { cpuPercent: 50, memUsedBytes: GiB }),
-        heartbeat('w2', '2030-05-01T10:00:00.000Z', { cpuPercent: 99.5 }),
-      ])
+      const written = await store.applyTelemetry({
+        heartbeats: [
+          heartbeat(
+            'w1',
+            '2030-05-01T10:00:00.000Z',
+            { cpuPercent: 10, memUsedBytes: 2 * GiB, memTotalBytes: 64 * GiB, diskPercent: 50 },
+            { inflight: 1, netInBytes: 100, netOutBytes: 10 },
+          ),
+          heartbeat(
+            'w1',
+            '2030-05-01T23:59:59.999Z',
+            { cpuPercent: 30, memUsedBytes: 48 * GiB, memPercent: 75, diskPercent: 70 },
+            { inflight: 4, netInBytes: 300, netOutBytes: 30 },
+          ),
+          heartbeat('w1', '2030-05-01T12:00:00.000Z', {}, { inflight: 2 }),
+          heartbeat('w1', '2030-05-02T00:00:00.000Z', { cpuPercent: 50, memUsedBytes: GiB }),
+          heartbeat('w2', '2030-05-01T10:00:00.000Z', { cpuPercent: 99.5 }),
+        ],
+        usage: [],
+      })
+      assert.deepEqual(written, { heartbeats: 5, usage: 0, duplicates: 0 })
       assert.deepEqual(await store.listDailyStats('w1'), [
         {
           clientId: 'w1',
           day: '2030-05-01',
           heartbeats: 3,
           avgCpuPercent: 20,
+          avgMemPercent: (3.125 + 75) / 2,
+          avgDiskPercent: 60,
           maxCpuPercent: 30,
           maxMemUsedBytes: 48 * GiB,
           maxInflight: 4,
+          netInBytes: 400,
+          netOutBytes: 40,
+          lastHeartbeatAt: new Date('2030-05-01T23:59:59.999Z'),
         },
         {
           clientId: 'w1',
           day: '2030-05-02',
           heartbeats: 1,
           avgCpuPercent: 50,
+          avgMemPercent: null,
+          avgDiskPercent: null,
           maxCpuPercent: 50,
           maxMemUsedBytes: GiB,
           maxInflight: 0,
+          netInBytes: 0,
+          netOutBytes: 0,
+          lastHeartbeatAt: new Date('2030-05-02T00:00:00.000Z'),
         },
       ])
 
       // A later batch folds into the existing day.
-      await store.recordHeartbeats([
-        heartbeat('w1', '2030-05-01T13:00:00.000Z', { cpuPercent: 80, inflight: 9 }),
-        heartbeat('w2', '2030-05-01T11:00:00.000Z'),
-      ])
+      await store.applyTelemetry({
+        heartbeats: [
+          heartbeat('w1', '2030-05-01T13:00:00.000Z', { cpuPercent: 80 }, { inflight: 9 }),
+          heartbeat('w2', '2030-05-01T11:00:00.000Z'),
+        ],
+        usage: [],
+      })
       const [day1] = await store.listDailyStats('w1')
       assert.equal(day1!.heartbeats, 4)
       assert.equal(day1!.avgCpuPercent, 40)
@@ -551,17 +626,172 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       const first = (await store.listHeartbeats('w1')).find(
         (h) => h.at.toISOString() === '2030-05-01T10:00:00.000Z',
       )!
-      assert.deepEqual(first, {
-        clientId: 'w1',
-        at: new Date('2030-05-01T10:00:00.000Z'),
-        cpuPercent: 10,
-        memUsedBytes: 2 * GiB,
-        memTotalBytes: 64 * GiB,
-        inflight: 1,
-        extra: { gpus: [{ name: 'RTX "4090"', util: 0.5 }], note: "it's" },
-      })
+      assert.equal(first.cpuPercent, 10)
+      assert.equal(first.memPercent, 3.125)
+      assert.equal(first.diskPercent, 50)
+      assert.equal(first.netInBytes, 100)
+      assert.equal(first.memTotalBytes, 64 * GiB)
+      assert.equal(first.inflight, 1)
+      assert.equal(first.extra['cpuPercent'], 10)
       assert.equal((await store.listHeartbeats('w1')).length, 5)
       assert.deepEqual(await store.listDailyStats('nobody'), [])
+    })
+
+    test('applyTelemetry: a redelivered message changes nothing, within a batch or across batches', async () => {
+      const store = await fresh()
+      const hb = heartbeat('w1', '2030-05-01T10:00:00.000Z', { cpuPercent: 10, gpus: [gpu(0)] })
+      const use = usageEvent('key_a', '2030-05-01T10:00:00.000Z')
+      assert.deepEqual(await store.applyTelemetry({ heartbeats: [hb, hb], usage: [use, use] }), {
+        heartbeats: 1,
+        usage: 1,
+        duplicates: 2,
+      })
+      assert.deepEqual(await store.applyTelemetry({ heartbeats: [hb], usage: [use] }), {
+        heartbeats: 0,
+        usage: 0,
+        duplicates: 2,
+      })
+      const [day] = await store.listDailyStats('w1')
+      assert.equal(day!.heartbeats, 1)
+      const [device] = await store.listDeviceDailyStats('w1')
+      assert.equal(device!.samples, 1)
+      const [usage] = await store.listUsage()
+      assert.equal(usage!.requests, 1)
+      assert.equal(usage!.totalTokens, 15)
+      assert.equal((await store.listRequests()).length, 1)
+    })
+
+    test('applyTelemetry: latest system and device info, never replaced by an older heartbeat', async () => {
+      const store = await fresh()
+      await store.applyTelemetry({
+        heartbeats: [
+          heartbeat('w1', '2030-05-01T10:00:00.000Z', {
+            cpuPercent: 10,
+            gpus: [gpu(0, { temperatureC: 41 }), gpu(1, { name: 'Quadro, "odd" \\ name' })],
+            netRxBytes: 1000,
+            totalTflops: 1978,
+            deviceCount: 2,
+          }),
+          heartbeat('w1', '2030-05-01T10:00:05.000Z', {
+            cpuPercent: 20,
+            gpus: [gpu(0, { temperatureC: 60, powerDrawW: null })],
+            netRxBytes: 2000,
+            totalTflops: 989,
+            deviceCount: 1,
+          }),
+        ],
+        usage: [],
+      })
+      // Late: older than what is stored.
+      await store.applyTelemetry({
+        heartbeats: [
+          heartbeat('w1', '2030-05-01T09:00:00.000Z', {
+            cpuPercent: 99,
+            gpus: [gpu(0), gpu(1, { name: 'Quadro, "odd" \\ name' })],
+          }),
+        ],
+        usage: [],
+      })
+      const info = await store.getSystemInfo('w1')
+      assert.equal(info!.cpuPercent, 20)
+      assert.equal(info!.netRxBytes, 2000)
+      assert.equal(info!.deviceCount, 1)
+      assert.equal(info!.totalTflops, 989)
+      assert.deepEqual(info!.at, new Date('2030-05-01T10:00:05.000Z'))
+      const devices = await store.listDeviceInfo('w1')
+      assert.equal(devices.length, 1, 'device 1 is gone from the newest report')
+      assert.equal(devices[0]!.temperatureC, 60)
+      assert.equal(devices[0]!.powerDrawW, null)
+      assert.equal(devices[0]!.uuid, 'GPU-0')
+      const daily = await store.listDeviceDailyStats('w1')
+      assert.deepEqual(
+        daily.map((d) => [d.deviceIndex, d.samples, d.avgTemperatureC, d.maxTemperatureC, d.avgPowerW]),
+        [
+          [0, 3, (41 + 60 + 40) / 3, 60, 300],
+          [1, 2, 40, 40, 300],
+        ],
+      )
+      assert.equal(daily[1]!.name, 'Quadro, "odd" \\ name')
+      assert.equal(await store.getSystemInfo('nobody'), undefined)
+      assert.deepEqual(await store.listDeviceInfo('nobody'), [])
+    })
+
+    test('applyTelemetry: usage per key, model and worker per day; unmetered requests count no tokens', async () => {
+      const store = await fresh()
+      await store.applyTelemetry({
+        heartbeats: [],
+        usage: [
+          usageEvent('key_a', '2030-05-01T10:00:00.000Z'),
+          usageEvent('key_a', '2030-05-01T11:00:00.000Z', {
+            promptTokens: null,
+            completionTokens: null,
+            totalTokens: null,
+            ttfbMs: null,
+            stream: true,
+          }),
+          usageEvent('key_a', '2030-05-01T12:00:00.000Z', { status: 503, workerId: null, totalTokens: null }),
+          usageEvent('key_a', '2030-05-02T00:00:00.000Z', { model: "it's" }),
+          usageEvent('key_b', '2030-05-01T10:00:00.000Z', { totalTokens: 2 ** 40, durationMs: 300 }),
+        ],
+      })
+      const rows = await store.listUsage({ keyId: 'key_a' })
+      assert.deepEqual(
+        rows.map((r) => [r.day, r.model, r.workerId, r.requests, r.errors, r.metered, r.totalTokens]),
+        [
+          ['2030-05-01', 'llama3:8b', '', 1, 1, 0, 0],
+          ['2030-05-01', 'llama3:8b', 'w1', 2, 0, 1, 15],
+          ['2030-05-02', "it's", 'w1', 1, 0, 1, 15],
+        ],
+      )
+      assert.equal(rows[1]!.avgTtfbMs, 20)
+      assert.equal(rows[1]!.avgDurationMs, 100)
+      assert.equal(rows[1]!.bytesOut, 1600)
+      assert.equal(rows[1]!.userId, 'usr_1')
+      const [b] = await store.listUsage({ keyId: 'key_b' })
+      assert.equal(b!.totalTokens, 2 ** 31 - 1, 'clamped like the request log')
+      assert.equal((await store.listUsage({ from: '2030-05-02' })).length, 1)
+      assert.equal((await store.listUsage({ to: '2030-05-01' })).length, 3)
+      assert.equal((await store.listUsage({ workerId: '' })).length, 1)
+      assert.equal((await store.listUsage({ limit: 1 })).length, 1)
+      const logged = await store.listRequests({ keyId: 'key_a' })
+      assert.equal(logged.length, 4)
+      assert.equal(logged.find((r) => r.status === 503)!.workerId, null)
+    })
+
+    test('applyTelemetry: NUL in reported text is stored as U+FFFD, never refused', async () => {
+      const store = await fresh()
+      await store.applyTelemetry({
+        heartbeats: [
+          heartbeat('w\u0000', '2030-05-01T10:00:00.000Z', {
+            gpus: [gpu(0, { name: 'a\u0000b', uuid: '\\u0000' })],
+          }),
+        ],
+        usage: [usageEvent('key_\u0000', '2030-05-01T10:00:00.000Z', { model: 'm\u0000' })],
+      })
+      const [device] = await store.listDeviceInfo('w\uFFFD')
+      assert.equal(device?.name, 'a\uFFFDb')
+      assert.equal(device?.uuid, '\\u0000', 'a literal backslash-u is text, not a NUL')
+      const [usage] = await store.listUsage({ keyId: 'key_\uFFFD' })
+      assert.equal(usage?.model, 'm\uFFFD')
+    })
+
+    test('pruneTelemetry removes raw rows past retention and keeps daily statistics', async () => {
+      const store = await fresh()
+      await store.applyTelemetry({
+        heartbeats: [
+          heartbeat('w1', '2030-05-01T10:00:00.000Z', { cpuPercent: 10 }),
+          heartbeat('w1', '2030-05-09T10:00:00.000Z', { cpuPercent: 10 }),
+        ],
+        usage: [usageEvent('k', '2030-05-01T10:00:00.000Z'), usageEvent('k', '2030-05-09T10:00:00.000Z')],
+      })
+      assert.deepEqual(await store.pruneTelemetry(new Date('2030-05-05T00:00:00.000Z')), {
+        heartbeats: 1,
+        requests: 1,
+      })
+      assert.equal((await store.listHeartbeats('w1')).length, 1)
+      assert.equal((await store.listRequests()).length, 1)
+      assert.equal((await store.listDailyStats('w1')).length, 2)
+      assert.equal((await store.listUsage()).length, 2)
     })
 
     test('request log: a batch of 1200 rows, listed newest first with filters and limits', async () => {
@@ -752,49 +982,6 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal((await store.listRequests({ limit: 10_000 })).length, 1100)
     })
 
-    test('request log through a RequestTracker: engine numbers are bounded, a refused row blocks nothing', async () => {
-      const store = await fresh()
-      const tracker = new RequestTracker({ store, logger: silentLogger(), maxBatch: 4 })
-      const base = Date.parse('2030-05-01T00:00:00.000Z')
-      const int32Max = 2 ** 31 - 1
-      // What a worker or engine can report: any number at all, any text.
-      const untrusted: Partial<NewRequest>[] = [
-        { totalTokens: 2 ** 31 },
-        { totalTokens: 1e300, promptTokens: 2 ** 53, completionTokens: Number.POSITIVE_INFINITY },
-        { totalTokens: Number.NaN },
-        { totalTokens: -5 },
-        { status: 2 ** 31, durationMs: Number.NaN },
-        { model: 'nul\u0000model', workerId: 'w'.repeat(100_000) },
-      ]
-      for (const [i, fields] of untrusted.entries()) tracker.track(request('key_untrusted', base + i, fields))
-      // A row no bound can save (a NOT NULL column), refused by the database itself: dropped alone.
-      tracker.track(request(null as unknown as string, base + 10))
-      for (let i = 0; i < 5; i++) tracker.track(request('key_behind', base + 20 + i))
-      await tracker.flush()
-
-      const written = (await store.listRequests({ keyId: 'key_untrusted' })).reverse()
-      assert.deepEqual(
-        written.map((r) => r.totalTokens),
-        [int32Max, int32Max, null, 0, null, null],
-      )
-      assert.deepEqual([written[1]!.promptTokens, written[1]!.completionTokens], [int32Max, int32Max])
-      assert.deepEqual([written[4]!.status, written[4]!.durationMs], [int32Max, 0])
-      assert.equal(written[5]!.model, 'nul\uFFFDmodel')
-      assert.ok(written[5]!.workerId!.length < 100_000)
-      assert.equal(
-        (await store.listRequests({ keyId: 'key_behind' })).length,
-        5,
-        'the rows behind are written',
-      )
-      assert.equal((await store.listRequests({ limit: 100 })).length, 11, 'only the refused row is missing')
-
-      // Nothing is stuck: later rows go out too.
-      tracker.track(request('key_later', base + 30, { totalTokens: 2 ** 31 }))
-      tracker.track(request('key_later', base + 31))
-      await tracker.stop()
-      assert.equal((await store.listRequests({ keyId: 'key_later' })).length, 2)
-    })
-
     test('settings: missing, set, overwrite', async () => {
       const store = await fresh()
       assert.equal(await store.getSetting('admin_key_hash'), undefined)
@@ -831,14 +1018,14 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal(await count(() => store.claimWorker('w', user.id)), 2)
       assert.equal(await count(() => store.updateWorker('w', { status: 'online' })), 1)
       assert.equal(await count(() => store.revokeKey(key.id)), 1)
-      assert.equal(await count(() => store.recordHeartbeats([])), 0)
+      assert.equal(await count(() => store.applyTelemetry({ heartbeats: [], usage: [] })), 0)
       const batch = await count(() =>
-        store.recordHeartbeats([
-          heartbeat('w', '2030-01-01T00:00:00Z'),
-          heartbeat('w', '2030-01-01T00:00:01Z'),
-        ]),
+        store.applyTelemetry({
+          heartbeats: [heartbeat('w', '2030-01-01T00:00:00Z'), heartbeat('w', '2030-01-01T00:00:01Z')],
+          usage: [usageEvent('k', '2030-01-01T00:00:00Z')],
+        }),
       )
-      assert.ok(batch >= 1 && batch <= 4, `a batch of 2 costs ${batch} queries`)
+      assert.ok(batch >= 1 && batch <= 12, `a batch of 3 costs ${batch} queries`)
       assert.equal(await count(() => store.recordRequests([])), 0)
       assert.equal(
         await count(() =>

@@ -16,6 +16,8 @@ export interface FakeEngineOptions {
   ollama?: boolean
   /** Listen on this port (default: a free one). */
   port?: number
+  /** Report token usage (`usage`, `stream_options.include_usage`)? Default true. */
+  reportsUsage?: boolean
 }
 
 /** A running fake engine. */
@@ -71,7 +73,9 @@ export async function startFakeEngine(options: FakeEngineOptions): Promise<FakeE
                   choices: [
                     { index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' },
                   ],
-                  usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+                  ...(options.reportsUsage === false
+                    ? {}
+                    : { usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 } }),
                 }
               : {
                   id: 'c1',
@@ -83,6 +87,11 @@ export async function startFakeEngine(options: FakeEngineOptions): Promise<FakeE
                 },
           )
         }
+        // OpenAI's `stream_options.include_usage`: `usage: null` on every chunk, a usage chunk last.
+        const withUsage =
+          options.reportsUsage !== false &&
+          (json['stream_options'] as { include_usage?: unknown } | undefined)?.include_usage === true
+        const u = (chunk: object) => JSON.stringify(withUsage ? { ...chunk, usage: null } : chunk)
         res.writeHead(200, { 'content-type': 'text/event-stream' })
         await stream(
           req,
@@ -91,7 +100,7 @@ export async function startFakeEngine(options: FakeEngineOptions): Promise<FakeE
           chunks,
           interval,
           (i) =>
-            `data: ${JSON.stringify(
+            `data: ${u(
               chat
                 ? {
                     id: 'c1',
@@ -111,8 +120,14 @@ export async function startFakeEngine(options: FakeEngineOptions): Promise<FakeE
         )
         if (!res.destroyed) {
           res.write(
-            `data: ${JSON.stringify({ id: 'c1', object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1, model, choices: [{ index: 0, ...(chat ? { delta: {} } : { text: '' }), finish_reason: 'stop' }] })}\n\n`,
+            `data: ${u({ id: 'c1', object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1, model, choices: [{ index: 0, ...(chat ? { delta: {} } : { text: '' }), finish_reason: 'stop' }] })}\n\n`,
           )
+          if (withUsage) {
+            const usage = { prompt_tokens: 4, completion_tokens: chunks, total_tokens: 4 + chunks }
+            res.write(
+              `data: ${JSON.stringify({ id: 'c1', object: chat ? 'chat.completion.chunk' : 'text_completion', created: 1, model, choices: [], usage })}\n\n`,
+            )
+          }
           res.end('data: [DONE]\n\n')
         }
         return

@@ -40,6 +40,8 @@ export async function startWiredServer(flags: Record<string, unknown> = {}): Pro
       logLevel: 'debug',
       pingIntervalMs: 500,
       pingDeadlineMs: 2000,
+      // Telemetry written within a second (the seed's default waits 5 s for a batch to fill).
+      batchTimeout: 1,
       ...flags,
     },
     new PassThrough(),

@@ -188,7 +188,9 @@ export async function startKafka(): Promise<ManagedService> {
   )
   const classpath = `${KAFKA_LIB}/*`
   // A cluster id is 16 random bytes in unpadded base64url (what StorageTool random-uuid prints).
-  const clusterId = randomBytes(16).toString('base64url')
+  // One that starts with '-' would be read as an option by StorageTool: draw again.
+  let clusterId = randomBytes(16).toString('base64url')
+  while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url')
   await run('java', ['-cp', classpath, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', config])
   let child: ChildProcess | undefined
   const start = async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import fc from 'fast-check'
 import { KeyAuthenticator } from '../../src/auth/authenticator.js'
 import { hashKey, keyMatches, mintKey, parseKey } from '../../src/auth/keys.js'
 import { countTokens } from '../../src/auth/rate-limit.js'
@@ -137,4 +138,49 @@ test('expired and revoked keys are refused; invalidation drops a trusted key', a
   assert.ok((await live.authenticate(key.key)).ok)
   await live.invalidate(key.prefix)
   assert.equal(live.checkCached(key.key), undefined)
+})
+
+test('countTokens finds the last usage figure exactly as the regex /"key"\\s*:\\s*(\\d+)/ would', () => {
+  const reference = (tail: string, key: string): number | null => {
+    let value: string | undefined
+    for (const match of tail.matchAll(new RegExp(`"${key}"[ \\t\\n\\r]*:[ \\t\\n\\r]*(\\d+)`, 'g')))
+      value = match[1]
+    return value === undefined ? null : Number(value)
+  }
+  const piece = fc.constantFrom(
+    '"total_tokens"',
+    '"prompt_tokens"',
+    '"completion_tokens"',
+    '"eval_count"',
+    '"prompt_eval_count"',
+    ':',
+    ' ',
+    '\n',
+    '12',
+    '7',
+    ',',
+    '{',
+    '}',
+    'x',
+    '"',
+    'null',
+  )
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 40 }), (parts) => {
+      const tail = parts.join('')
+      const counted = countTokens(tail, 40)
+      const total = reference(tail, 'total_tokens')
+      if (total !== null) {
+        assert.equal(counted.total, total)
+        assert.equal(counted.prompt, reference(tail, 'prompt_tokens'))
+        assert.equal(counted.completion, reference(tail, 'completion_tokens'))
+        return
+      }
+      const completion = reference(tail, 'eval_count')
+      assert.equal(counted.completion, completion)
+      if (completion !== null) assert.equal(counted.prompt, reference(tail, 'prompt_eval_count'))
+      else assert.equal(counted.reported, false)
+    }),
+    { numRuns: 3000 },
+  )
 })

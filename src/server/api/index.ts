@@ -7,7 +7,7 @@ import { ErrorCodes, FabricError, isFabricError } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
-import type { Store } from '../../store/index.js'
+import type { Store, StoreTelemetry } from '../../store/index.js'
 import { addressKey, type ConnectionBudget } from '../connections.js'
 import { sendError } from '../gateway/errors.js'
 import {
@@ -39,6 +39,8 @@ export interface ApiServerOptions {
   readonly throttle: CredentialThrottle
   /** Extra figures for `GET /api/v1/stats` (connection budgets, throttling). */
   readonly edgeStats?: (() => Record<string, unknown>) | undefined
+  /** Telemetry figures for `GET /api/v1/stats` (bus buffer, consumer). */
+  readonly telemetryStats?: (() => Record<string, unknown>) | undefined
   /** @default TIMEOUTS.httpHeadersMs */
   readonly headersTimeoutMs?: number | undefined
   /** @default TIMEOUTS.apiRequestMs */
@@ -62,6 +64,11 @@ export function describeWorker(w: WorkerSession) {
     inflight: w.inflight,
     reportedInflight: w.reportedInflight,
     capacity: w.capacity,
+    userId: w.userId ?? null,
+    /** Bytes this server's data links carried to and from the worker this session. */
+    linkBytesToWorker: w.bytesToWorker,
+    linkBytesFromWorker: w.bytesFromWorker,
+    /** The latest heartbeat's readings (host, disk, network, every GPU). */
     metrics: w.metrics ?? null,
   }
 }
@@ -185,7 +192,52 @@ export class ApiServer {
           models: registry.models().length,
           inflight,
           ...this.#options.edgeStats?.(),
+          telemetry: this.#options.telemetryStats?.() ?? null,
         })
+      }
+      case 'GET workers/:id/stats': {
+        const store = this.#storeOrFail() as Store & Partial<StoreTelemetry>
+        if (store.listDailyStats === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no statistics')
+        const clientId = id!
+        const [daily, devices, system, deviceInfo, heartbeats] = await Promise.all([
+          store.listDailyStats(clientId),
+          store.listDeviceDailyStats!(clientId),
+          store.getSystemInfo!(clientId),
+          store.listDeviceInfo!(clientId),
+          store.listHeartbeats!(clientId, 100),
+        ])
+        return sendJson(res, 200, {
+          clientId,
+          system: system ?? null,
+          devices: deviceInfo,
+          daily,
+          deviceDaily: devices,
+          heartbeats,
+        })
+      }
+      case 'GET usage': {
+        const query = queryParams(target.query)
+        const text = (name: string): string | undefined =>
+          query.has(name) ? String(query.get(name)) : undefined
+        const day = (name: string): string | undefined => {
+          const value = text(name)
+          if (value !== undefined && (!/^\d{4}-\d{2}-\d{2}$/.test(value) || Number.isNaN(Date.parse(value))))
+            throw new FabricError(ErrorCodes.BAD_REQUEST, `'${name}' must be a day, YYYY-MM-DD`)
+          return value
+        }
+        const limit = query.has('limit') ? Number(query.get('limit')) : undefined
+        if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0))
+          throw new FabricError(ErrorCodes.BAD_REQUEST, "'limit' must be a positive integer")
+        const usage = await this.#storeOrFail().listUsage({
+          keyId: text('keyId'),
+          userId: text('userId'),
+          model: text('model'),
+          workerId: text('workerId'),
+          from: day('from'),
+          to: day('to'),
+          limit,
+        })
+        return sendJson(res, 200, { usage })
       }
       case 'GET keys':
         return sendJson(res, 200, { keys: (await this.#keys().list()).map(publicKeyView) })

@@ -9,6 +9,7 @@ import type { Logger } from '../../observability/logger.js'
 import { ControlChannel, type Login, MessageType } from '../../protocol/index.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import { WorkerSession } from '../../routing/worker-session.js'
+import type { TelemetryPublisher } from '../../telemetry/publisher.js'
 import { TLS13 } from '../../tls/index.js'
 import { addressKey, type ConnectionBudget } from '../connections.js'
 import { closeServer, listen } from '../listen.js'
@@ -29,6 +30,8 @@ export interface ControlServerOptions {
   readonly heartbeatIntervalMs?: number
   readonly dataConnections?: number | undefined
   readonly events?: { online(s: WorkerSession): void; offline(s: WorkerSession): void } | undefined
+  /** Publishes each heartbeat to the bus (telemetry). */
+  readonly telemetry?: TelemetryPublisher | undefined
   /** Connection caps of this port. */
   readonly budget: ConnectionBudget
   /** Failed worker tokens, counted per address and client id. */
@@ -141,14 +144,17 @@ export class ControlServer {
         return
       }
       switch (message.type) {
-        case MessageType.Heartbeat:
+        case MessageType.Heartbeat: {
+          const previous = session.metrics
           session.lastHeartbeatAt = Date.now()
           session.reportedInflight = message.body.inflight
           if (message.body.metrics !== undefined) session.metrics = message.body.metrics
           if (message.body.models !== undefined && !sameModels(session.models, message.body.models)) {
             registry.setModels(session, message.body.models)
           }
+          this.#options.telemetry?.heartbeat(session, message.body, previous, session.lastHeartbeatAt)
           break
+        }
         case MessageType.ModelsUpdate:
           registry.setModels(session, message.body.models)
           logger.info({ clientId: session.clientId, models: message.body.models }, 'worker models changed')
@@ -215,6 +221,7 @@ export class ControlServer {
       os: login.os,
       capacity: login.capacity,
       credential: verdict.credential,
+      userId: verdict.userId,
     })
     registry.add(session)
     const pingIntervalMs = this.#options.pingIntervalMs ?? TIMEOUTS.pingIntervalMs

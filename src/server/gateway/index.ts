@@ -15,6 +15,7 @@ import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import { encodeLaneRequest } from '../../protocol/lane.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
+import type { TelemetryPublisher } from '../../telemetry/publisher.js'
 import { TLS13 } from '../../tls/index.js'
 import { addressKey, type ConnectionBudget } from '../connections.js'
 import {
@@ -26,11 +27,11 @@ import {
   wellFormedQuery,
 } from '../http.js'
 import { closeServer, listen } from '../listen.js'
-import type { RequestTracker } from '../request-log.js'
 import { type ApiFamily, sendError } from './errors.js'
 import { AnswerMeter } from './meter.js'
 import { modelsAsOllamaTags, modelsAsOpenAI } from './models.js'
 import { Relay } from './relay.js'
+import { withStreamUsage } from './usage-stream.js'
 
 /** Inference routes forwarded to a worker, with their API family. */
 const FORWARDED: ReadonlyMap<string, ApiFamily> = new Map([
@@ -55,7 +56,8 @@ export interface GatewayOptions {
   /** Per-key request and token limits; none when absent. */
   readonly rateLimiter?: RateLimiter | undefined
   /** Logs requests of shared keys; none when absent. */
-  readonly tracker?: RequestTracker | undefined
+  /** Publishes one usage event per forwarded request (telemetry); none when absent. */
+  readonly telemetry?: TelemetryPublisher | undefined
   readonly logger: Logger
   readonly version: string
   /** Serve HTTPS (TLS 1.3, HTTP/2 and HTTP/1.1) with this certificate. */
@@ -368,12 +370,13 @@ export class Gateway {
   }
 
   #forward(res: ServerResponse, path: string, api: ApiFamily, body: Buffer, principal: Principal): void {
-    const model = modelOf(body)
-    if (model === null) {
+    const request = parseRequest(body)
+    if (request === null) {
       sendError(res, api, ErrorCodes.BAD_REQUEST, 'request body is not valid JSON')
       return
     }
-    if (model === undefined) {
+    const model = request === undefined ? undefined : modelOf(request)
+    if (request === undefined || model === undefined) {
       sendError(res, api, ErrorCodes.MODEL_REQUIRED, "request body needs a 'model' string")
       return
     }
@@ -381,9 +384,19 @@ export class Gateway {
       sendError(res, api, ErrorCodes.FORBIDDEN, `this API key may not use model '${model}'`)
       return
     }
+    const forwarded: Forwarded = {
+      path,
+      api,
+      body,
+      request,
+      principal,
+      model,
+      at: Date.now(),
+      started: performance.now(),
+    }
     const { rateLimiter } = this.#options
     if (rateLimiter === undefined || !RateLimiter.applies(principal)) {
-      this.#dispatch(res, path, api, body, principal, model, undefined)
+      this.#dispatch(res, forwarded, undefined)
       return
     }
     rateLimiter
@@ -392,7 +405,7 @@ export class Gateway {
       .then((admission) => {
         if (admission === undefined) {
           // The shared limiter is out of reach: serve rather than refuse everyone.
-          this.#dispatch(res, path, api, body, principal, model, undefined)
+          this.#dispatch(res, forwarded, undefined)
           return
         }
         if (!admission.allowed) {
@@ -406,7 +419,7 @@ export class Gateway {
           )
           return
         }
-        this.#dispatch(res, path, api, body, principal, model, admission.headers)
+        this.#dispatch(res, forwarded, admission.headers)
       })
       .catch((err: unknown) => this.#failed(res, api, err))
   }
@@ -426,40 +439,9 @@ export class Gateway {
   }
 
   /** Routes a checked request to a worker serving its model. */
-  #dispatch(
-    res: ServerResponse,
-    path: string,
-    api: ApiFamily,
-    body: Buffer,
-    principal: Principal,
-    model: string,
-    limitHeaders: Record<string, string> | undefined,
-  ): void {
-    const { registry, rateLimiter } = this.#options
-    let meter: AnswerMeter | undefined
-    const tracker = this.#options.tracker
-    const tracked =
-      tracker !== undefined && principal.accessLevel === 'shared' && principal.keyId !== 'static'
-    if (tracked || (rateLimiter !== undefined && principal.tpmLimit !== null)) {
-      const started = Date.now()
-      meter = new AnswerMeter((answer) => {
-        if (principal.tpmLimit !== null) void rateLimiter?.recordTokens(principal, answer.tokens.total)
-        if (!tracked) return
-        tracker.track({
-          at: new Date(started),
-          keyId: principal.keyId,
-          userId: principal.userId,
-          model,
-          workerId: answer.workerId,
-          path,
-          status: answer.status,
-          durationMs: Date.now() - started,
-          promptTokens: answer.tokens.prompt,
-          completionTokens: answer.tokens.completion,
-          totalTokens: answer.tokens.reported ? answer.tokens.total : null,
-        })
-      })
-    }
+  #dispatch(res: ServerResponse, f: Forwarded, limitHeaders: Record<string, string> | undefined): void {
+    const { registry, rateLimiter, telemetry } = this.#options
+    const { principal, model, api, path } = f
     const allow = principal.workers ?? undefined
     if (!registry.hasModel(model, allow)) {
       if (registry.size === 0) sendError(res, api, ErrorCodes.NO_WORKER, 'no worker is connected')
@@ -473,6 +455,38 @@ export class Gateway {
       } else sendError(res, api, ErrorCodes.MODEL_NOT_FOUND, `model '${model}' is not served by any worker`)
       return
     }
+    const limited = rateLimiter !== undefined && principal.tpmLimit !== null
+    let meter: AnswerMeter | undefined
+    let body = f.body
+    let stripUsage = false
+    if (telemetry !== undefined || limited) {
+      // Metering needs the engine's token counts: a stream that did not ask for them is made to.
+      const withUsage = telemetry === undefined ? undefined : withStreamUsage(path, f.request)
+      if (withUsage !== undefined) {
+        body = withUsage
+        stripUsage = true
+      }
+      meter = new AnswerMeter((answer) => {
+        if (limited) void rateLimiter?.recordTokens(principal, answer.tokens.total)
+        telemetry?.usage({
+          at: f.at,
+          keyId: principal.keyId,
+          userId: principal.userId,
+          model,
+          workerId: answer.workerId,
+          path,
+          status: answer.status,
+          stream: f.request['stream'] === true,
+          promptTokens: answer.tokens.reported ? answer.tokens.prompt : null,
+          completionTokens: answer.tokens.reported ? answer.tokens.completion : null,
+          totalTokens: answer.tokens.reported ? answer.tokens.total : null,
+          ttfbMs: answer.ttfbMs,
+          durationMs: answer.durationMs,
+          bytesIn: f.body.length,
+          bytesOut: answer.bytesOut,
+        })
+      }, f.started)
+    }
     new Relay(res, {
       api,
       model,
@@ -482,10 +496,25 @@ export class Gateway {
       maxAttempts: this.#maxAttempts,
       extraHeaders: limitHeaders,
       meter,
+      stripUsage,
       firstByteMs: this.#firstByteMs,
       idleMs: this.#idleMs,
     }).start()
   }
+}
+
+/** A checked request on its way to a worker. */
+interface Forwarded {
+  readonly path: string
+  readonly api: ApiFamily
+  readonly body: Buffer
+  /** The body, parsed. */
+  readonly request: Record<string, unknown>
+  readonly principal: Principal
+  readonly model: string
+  /** Arrival (body complete): epoch ms for the usage event, `performance.now()` for timings. */
+  readonly at: number
+  readonly started: number
 }
 
 /** What a wrong key is counted against besides its address: its public prefix, when it has one. */
@@ -494,8 +523,8 @@ function keySubject(key: string): string | undefined {
   return prefix === undefined ? undefined : `key:${prefix}`
 }
 
-/** The `model` of a JSON body: the name, `undefined` when absent or not a string, `null` when not JSON. */
-function modelOf(body: Buffer): string | undefined | null {
+/** A JSON body as an object; `undefined` when it is JSON but not an object, `null` when not JSON. */
+function parseRequest(body: Buffer): Record<string, unknown> | undefined | null {
   let parsed: unknown
   try {
     parsed = JSON.parse(body.toString('utf8'))
@@ -503,7 +532,12 @@ function modelOf(body: Buffer): string | undefined | null {
     return null
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
-  const model = (parsed as { model?: unknown }).model
+  return parsed as Record<string, unknown>
+}
+
+/** The request's `model`, when it is a non-empty string. */
+function modelOf(request: Record<string, unknown>): string | undefined {
+  const model = request['model']
   return typeof model === 'string' && model.length > 0 ? model : undefined
 }
 

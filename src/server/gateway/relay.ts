@@ -4,6 +4,7 @@ import type { Lane, LaneExchange } from '../../routing/lanes.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import type { AnswerMeter } from './meter.js'
+import { UsageStripper } from './usage-stream.js'
 
 /** Everything one request's trip to the workers needs. */
 export interface RelayRequest {
@@ -23,6 +24,8 @@ export interface RelayRequest {
   /** Headers added to the answer (rate-limit state). */
   readonly extraHeaders: Record<string, string> | undefined
   readonly meter: AnswerMeter | undefined
+  /** The gateway asked the engine for stream usage the user did not ask for: take it out again. */
+  readonly stripUsage: boolean
   readonly firstByteMs: number
   readonly idleMs: number
 }
@@ -46,6 +49,7 @@ export class Relay implements LaneExchange {
   /** The answer's declared content-length (-1: none), and the body bytes relayed so far. */
   #declared = -1
   #relayed = 0
+  #strip: UsageStripper | undefined
   readonly #onClose = () => this.#lane?.cancel()
   readonly #onDrain = () => this.#lane?.resume()
 
@@ -76,6 +80,7 @@ export class Relay implements LaneExchange {
       this.#worker = worker
       this.#lane = lane
       worker.inflight++
+      worker.bytesToWorker += r.frame.length
       lane.send(r.frame, this, r.firstByteMs, r.idleMs)
       return
     }
@@ -109,6 +114,7 @@ export class Relay implements LaneExchange {
     if (meter !== undefined) {
       meter.status = status
       meter.workerId = this.#worker!.clientId
+      meter.firstByte()
     }
     let sized = false
     for (let i = 0; i < headers.length; i += 2) {
@@ -126,6 +132,9 @@ export class Relay implements LaneExchange {
         sized = true
         this.#declared = Number(value)
       }
+    }
+    if (this.#r.stripUsage && !sized && this.#contentType.startsWith('text/event-stream')) {
+      this.#strip = new UsageStripper()
     }
     if (extraHeaders !== undefined) for (const name in extraHeaders) headers.push(name, extraHeaders[name]!)
     const res = this.#res
@@ -160,16 +169,31 @@ export class Relay implements LaneExchange {
         return
       }
     }
-    this.#r.meter?.observe(chunk)
+    this.#worker!.bytesFromWorker += chunk.length
+    const meter = this.#r.meter
+    meter?.observe(chunk)
+    let out = chunk
+    if (this.#strip !== undefined) {
+      out = this.#strip.push(chunk)
+      if (last) out = Buffer.concat([out, this.#strip.flush()])
+    }
+    meter?.sent(out.length)
     // A complete answer leaves with its end: one write to the user, no empty end() after it.
-    if (last) this.#res.end(chunk)
-    else if (!this.#res.write(chunk)) this.#lane?.pause()
+    if (last) this.#res.end(out)
+    else if (out.length > 0 && !this.#res.write(out)) this.#lane?.pause()
   }
 
   end(): void {
     this.#settle()
+    // An event the engine left without its closing blank line goes out as it came.
+    const rest = this.#strip?.flush()
+    if (rest !== undefined && rest.length > 0) this.#r.meter?.sent(rest.length)
     this.#r.meter?.finish()
     if (this.#res.writableEnded) return
+    if (rest !== undefined && rest.length > 0) {
+      this.#res.end(rest)
+      return
+    }
     if (this.#declared >= 0 && this.#relayed !== this.#declared) this.#res.destroy()
     else this.#res.end()
   }
