@@ -50,6 +50,14 @@ export interface ConsumeOptions {
   readonly batchSize: number
   /** Longest wait for a batch to fill before the messages so far are handed over. */
   readonly batchTimeoutMs: number
+  /**
+   * Let the handler of the next batch start while the previous one is still running (two at
+   * most); commits stay in batch order, each after its own handler and the commits before it.
+   * For handlers whose effects do not depend on order (the telemetry consumer's: idempotent,
+   * commutative folds): the decoding of one batch overlaps the database write of the one
+   * before. The in-process bus always runs one at a time.
+   */
+  readonly pipeline?: boolean | undefined
   /** Told about errors the consumer recovers from (handler failures, broker down). */
   readonly onError?: ((err: unknown) => void) | undefined
 }

@@ -703,13 +703,32 @@ export class KafkaBus implements Bus {
             highWaterMark: limit,
           })
           const reader = new BatchReader(stream, limit)
+          // With `pipeline`, the batch before the one in hand: its handling, then its commit.
+          // Resolves false when it was not committed (stopping), rejects when the commit failed.
+          let previous: Promise<boolean> = Promise.resolve(true)
           for (;;) {
             const batch = await reader.next(options.batchSize, options.batchTimeoutMs, signal)
             if (batch === undefined) break
             backoff = BACKOFF_MIN_MS
-            if (!(await this.#handle(batch, handler, report, signal))) break
-            await consumer.commit({ offsets: nextOffsets(batch) })
+            const handled = this.#handle(batch, handler, report, signal)
+            if (options.pipeline !== true) {
+              if (!(await handled)) break
+              await consumer.commit({ offsets: nextOffsets(batch) })
+              continue
+            }
+            // Commits stay in order: this batch's waits for the one before it.
+            const prior = previous
+            previous = prior.then(async (committed) => {
+              if (!committed || !(await handled)) return false
+              await consumer.commit({ offsets: nextOffsets(batch) })
+              return true
+            })
+            // A failed commit surfaces where `previous` is awaited (next turn, or after the loop).
+            previous.catch(() => undefined)
+            // At most two batches in hand: the older one must be done before reading a third.
+            if (!(await prior)) break
           }
+          await previous
         } catch (err) {
           this.#created.clear()
           report(failure('consume', err))

@@ -157,6 +157,11 @@ export interface Store {
 export interface TelemetryBatch {
   readonly heartbeats: readonly HeartbeatEvent[]
   readonly usage: readonly UsageEvent[]
+  /**
+   * The heartbeats as the bus carried them (their JSON encoding), when the caller has it: the
+   * PostgreSQL adapter sends those bytes as they are instead of serialising the events again.
+   */
+  readonly encoded?: ReadonlyMap<HeartbeatEvent, Buffer> | undefined
 }
 
 /** What one batch changed. */

@@ -33,8 +33,6 @@ import {
   type DeviceInfoRecord,
   dayAsText,
   HEARTBEAT_COLUMNS,
-  heartbeatExtra,
-  heartbeatRowValues,
   KEY_COLUMNS,
   newId,
   REQUEST_COLUMNS,
@@ -130,11 +128,34 @@ const SQL = {
   // row once per statement; ORDER BY locks rows in a fixed order, so concurrent consumers
   // cannot deadlock. greatest() ignores NULLs.
   applyTelemetry: `WITH hb AS (
-      SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(msg_id text, client_id text, user_id text, at timestamptz,
-        cpu double precision, mem_used bigint, mem_total bigint, mem_percent double precision, disk double precision,
-        net_in bigint, net_out bigint, inflight integer, extra jsonb, net_rx bigint, net_tx bigint,
-        net_rx_rate double precision, net_tx_rate double precision, uptime double precision, device_count integer,
-        device_memory bigint, tflops double precision, link_in bigint, link_out bigint)
+      -- The heartbeat events themselves (their bus encoding): flattened here, not in JS, so a
+      -- batch goes from the bus to the database without being serialised again. The figures
+      -- derived when a worker did not send them match the SQLite adapter's (shared.ts).
+      SELECT e.id AS msg_id, e."clientId" AS client_id, e."userId" AS user_id,
+        timestamptz 'epoch' + e.at * interval '1 millisecond' AS at,
+        m."cpuPercent" AS cpu, round(m."memUsedBytes")::bigint AS mem_used,
+        round(m."memTotalBytes")::bigint AS mem_total,
+        coalesce(m."memPercent", CASE WHEN m."memTotalBytes" > 0
+          THEN least(100, m."memUsedBytes" / m."memTotalBytes" * 100) END) AS mem_percent,
+        m."diskPercent" AS disk, e."netInBytes" AS net_in, e."netOutBytes" AS net_out, e.inflight,
+        e.metrics || jsonb_build_object('models', e.models, 'linkBytesIn', e."linkBytesIn",
+          'linkBytesOut', e."linkBytesOut") AS extra,
+        round(m."netRxBytes")::bigint AS net_rx, round(m."netTxBytes")::bigint AS net_tx,
+        m."netRxRate" AS net_rx_rate, m."netTxRate" AS net_tx_rate, m."uptimeSeconds" AS uptime,
+        coalesce(m."deviceCount", jsonb_array_length(coalesce(e.metrics->'gpus', '[]'))) AS device_count,
+        round(coalesce(m."deviceMemoryTotalBytes", (SELECT sum((g->>'memoryTotalBytes')::double precision)
+          FROM jsonb_array_elements(coalesce(e.metrics->'gpus', '[]')) AS g), 0))::bigint AS device_memory,
+        coalesce(m."totalTflops", (SELECT sum((g->>'tflops')::double precision)
+          FROM jsonb_array_elements(coalesce(e.metrics->'gpus', '[]')) AS g), 0) AS tflops,
+        e."linkBytesIn" AS link_in, e."linkBytesOut" AS link_out
+      FROM jsonb_to_recordset($1::jsonb) AS e(id text, "clientId" text, "userId" text, at bigint, inflight integer,
+        models integer, "linkBytesIn" bigint, "linkBytesOut" bigint, "netInBytes" bigint, "netOutBytes" bigint,
+        metrics jsonb)
+      CROSS JOIN LATERAL jsonb_to_record(e.metrics) AS m("cpuPercent" double precision,
+        "memUsedBytes" double precision, "memTotalBytes" double precision, "memPercent" double precision,
+        "diskPercent" double precision, "netRxBytes" double precision, "netTxBytes" double precision,
+        "netRxRate" double precision, "netTxRate" double precision, "uptimeSeconds" double precision,
+        "deviceCount" integer, "deviceMemoryTotalBytes" double precision, "totalTflops" double precision)
     ), hb_inserted AS (
       INSERT INTO heartbeats (msg_id, client_id, user_id, at, cpu_percent, mem_used_bytes, mem_total_bytes,
         mem_percent, disk_percent, net_in_bytes, net_out_bytes, inflight, extra)
@@ -669,35 +690,9 @@ export class PostgresStore implements Store, StoreTelemetry {
   async applyTelemetry(batch: TelemetryBatch): Promise<TelemetryWrite> {
     // One row per id: a message the producer sent twice must not be folded twice by the
     // set-based statement (which joins the batch to the rows it inserted, by id).
-    const heartbeats = uniqueById(batch.heartbeats).map((e) => {
-      const r = heartbeatRowValues(e)
-      return {
-        msg_id: r.msgId,
-        client_id: r.clientId,
-        user_id: r.userId,
-        at: new Date(r.atMs).toISOString(),
-        cpu: r.cpu,
-        mem_used: r.memUsed,
-        mem_total: r.memTotal,
-        mem_percent: r.memPercent,
-        disk: r.disk,
-        net_in: r.netIn,
-        net_out: r.netOut,
-        inflight: r.inflight,
-        // Sent once: the statement reads the devices from extra's `gpus`.
-        extra: heartbeatExtra(e),
-        net_rx: r.netRx,
-        net_tx: r.netTx,
-        net_rx_rate: r.netRxRate,
-        net_tx_rate: r.netTxRate,
-        uptime: r.uptime,
-        device_count: r.deviceCount,
-        device_memory: r.deviceMemory,
-        tflops: r.tflops,
-        link_in: r.linkIn,
-        link_out: r.linkOut,
-      }
-    })
+    // The events as the bus carried them when the caller has that (no second serialisation).
+    const heartbeats = uniqueById(batch.heartbeats)
+    const heartbeatJson = `[${heartbeats.map((e) => batch.encoded?.get(e)?.toString('utf8') ?? JSON.stringify(e)).join(',')}]`
     const usage = uniqueById(batch.usage).map((e) => {
       const r = usageRowValues(e)
       return {
@@ -723,8 +718,8 @@ export class PostgresStore implements Store, StoreTelemetry {
     })
     if (heartbeats.length === 0 && usage.length === 0) return { heartbeats: 0, usage: 0, duplicates: 0 }
     const row = await this.#one<{ heartbeats: number; usage: number }>('applyTelemetry', [
-      jsonWithoutNul(heartbeats),
-      jsonWithoutNul(usage),
+      withoutNul(heartbeatJson),
+      withoutNul(JSON.stringify(usage)),
     ])
     const written = { heartbeats: row?.heartbeats ?? 0, usage: row?.usage ?? 0 }
     return {
@@ -830,10 +825,9 @@ export class PostgresStore implements Store, StoreTelemetry {
 const ESCAPED_NUL = /(?<!\\)((?:\\\\)*)\\u0000/g
 
 /**
- * JSON text of `value` with every NUL as U+FFFD: jsonb and `text` cannot hold NUL, and the
+ * JSON text with every escaped NUL as U+FFFD: jsonb and `text` cannot hold NUL, and the
  * SQLite adapter stores U+FFFD as well (`storableText`).
  */
-function jsonWithoutNul(value: unknown): string {
-  const json = JSON.stringify(value)
+function withoutNul(json: string): string {
   return json.includes('\\u0000') ? json.replace(ESCAPED_NUL, '$1\\uFFFD') : json
 }

@@ -775,6 +775,39 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal(usage?.model, 'm\uFFFD')
     })
 
+    test('applyTelemetry: heartbeats given with their bus encoding are stored as the events themselves', async () => {
+      const store = await fresh()
+      const metrics = {
+        cpuPercent: 12.5,
+        memUsedBytes: 3 * 1024 ** 3,
+        memTotalBytes: 7 * 1024 ** 3,
+        diskPercent: 33.3,
+        netRxBytes: 123_456_789,
+        netRxRate: 1.5,
+        uptimeSeconds: 99.25,
+        gpus: [gpu(0, { memoryTotalBytes: 1000, tflops: 1.25 }), gpu(3, { powerDrawW: null })],
+      }
+      const plain = heartbeat('w-plain', '2030-05-01T10:00:00.123Z', metrics, { inflight: 2, netInBytes: 7 })
+      const viaBus = heartbeat('w-bus', '2030-05-01T10:00:00.123Z', metrics, { inflight: 2, netInBytes: 7 })
+      // A newer producer's extra top-level field is ignored.
+      const bytes = Buffer.from(JSON.stringify({ ...viaBus, addedLater: true }))
+      await store.applyTelemetry({ heartbeats: [plain], usage: [] })
+      await store.applyTelemetry({ heartbeats: [viaBus], usage: [], encoded: new Map([[viaBus, bytes]]) })
+      const same = <T extends { clientId: string }>(a: T | undefined, b: T | undefined) =>
+        assert.deepEqual({ ...a, clientId: '' }, { ...b, clientId: '' })
+      same(await store.getSystemInfo('w-plain'), await store.getSystemInfo('w-bus'))
+      const [hp] = await store.listHeartbeats('w-plain')
+      const [hb] = await store.listHeartbeats('w-bus')
+      same({ ...hp!, msgId: '' }, { ...hb!, msgId: '' })
+      same((await store.listDailyStats('w-plain'))[0], (await store.listDailyStats('w-bus'))[0])
+      const devices = await store.listDeviceInfo('w-bus')
+      assert.deepEqual(
+        devices.map((d) => ({ ...d, clientId: '' })),
+        (await store.listDeviceInfo('w-plain')).map((d) => ({ ...d, clientId: '' })),
+      )
+      assert.equal(devices.length, 2)
+    })
+
     test('pruneTelemetry removes raw rows past retention and keeps daily statistics', async () => {
       const store = await fresh()
       await store.applyTelemetry({
