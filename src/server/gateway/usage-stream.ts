@@ -25,13 +25,20 @@ export function withStreamUsage(path: string, request: Record<string, unknown>):
 
 const USAGE_NULL = /,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*/
 const EMPTY = Buffer.alloc(0)
+/**
+ * Most bytes of an unfinished event held back. The usage chunk is a few hundred bytes: an event
+ * longer than this cannot be it, so its bytes go on at once (and a stream without event
+ * boundaries is relayed as it comes, never buffered).
+ */
+export const MAX_HELD_EVENT_BYTES = 16 * 1024
 
 /**
  * Removes the usage the gateway asked for from an SSE stream, one event at a time. Works on
  * bytes: an event ends at a blank line (a byte UTF-8 never uses inside a character), an event
  * without a `"usage"` field passes as the very bytes that came, and only an event holding one
  * is decoded and rewritten. An event is passed on as soon as its blank line arrives; only an
- * incomplete event is held (engines write whole events, so in practice nothing waits).
+ * incomplete event is held (engines write whole events, so in practice nothing waits), and at
+ * most {@link MAX_HELD_EVENT_BYTES} of it.
  */
 export class UsageStripper {
   #pending: Buffer = EMPTY
@@ -45,6 +52,10 @@ export class UsageStripper {
       const event = this.#event(buf.subarray(start, end))
       if (event.length > 0) out.push(event)
       start = end
+    }
+    if (buf.length - start > MAX_HELD_EVENT_BYTES) {
+      out.push(buf.subarray(start))
+      start = buf.length
     }
     this.#pending = start === buf.length ? EMPTY : buf.subarray(start)
     return out.length === 1 ? out[0]! : Buffer.concat(out)
