@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import { request } from 'undici'
 import { DEFAULT_PORTS } from '../config/defaults.js'
 import { ErrorCodes, FabricError } from '../errors/index.js'
+import type { GpuMetrics, Metrics } from '../protocol/index.js'
 
 interface WorkerView {
   clientId: string
@@ -12,7 +13,10 @@ interface WorkerView {
   dataLinks: number
   inflight: number
   lastHeartbeatAt: string
-  metrics: { cpuPercent?: number; memUsedBytes?: number; memTotalBytes?: number } | null
+  metrics: Pick<
+    Metrics,
+    'cpuPercent' | 'memUsedBytes' | 'memTotalBytes' | 'memPercent' | 'diskPercent' | 'gpus'
+  > | null
 }
 
 async function fetchWorkers(url: string, adminKey: string): Promise<WorkerView[]> {
@@ -35,23 +39,53 @@ async function fetchWorkers(url: string, adminKey: string): Promise<WorkerView[]
   return body.workers ?? []
 }
 
-/** A plain-text table of workers, one line each. */
+/** One GPU as a monitor cell: index, load, memory used of total (GiB), temperature, power. */
+function gpuCell(g: GpuMetrics): string {
+  const gib = (b: number | null) => (b === null ? '?' : (b / 1024 ** 3).toFixed(0))
+  const parts = [
+    `${g.index}:${g.utilizationPercent === null ? '?' : g.utilizationPercent.toFixed(0)}%`,
+    `${gib(g.memoryUsedBytes)}/${gib(g.memoryTotalBytes)}G`,
+  ]
+  if (g.temperatureC !== null) parts.push(`${g.temperatureC.toFixed(0)}C`)
+  if (g.powerDrawW !== null) parts.push(`${g.powerDrawW.toFixed(0)}W`)
+  return parts.join(' ')
+}
+
+/** A plain-text table of workers, one line each (the columns of the console's workers table). */
 export function formatWorkers(workers: readonly WorkerView[], now = Date.now()): string {
-  const rows = [['CLIENT ID', 'ENGINE', 'LINKS', 'IN FLIGHT', 'CPU %', 'MEM', 'SEEN', 'ADDRESS', 'MODELS']]
+  const rows = [
+    [
+      'CLIENT ID',
+      'ENGINE',
+      'LINKS',
+      'IN FLIGHT',
+      'CPU %',
+      'MEM',
+      'DISK',
+      'SEEN',
+      'ADDRESS',
+      'GPUS',
+      'MODELS',
+    ],
+  ]
   for (const w of workers) {
-    const mem =
-      w.metrics?.memUsedBytes !== undefined && w.metrics.memTotalBytes
-        ? `${Math.round((100 * w.metrics.memUsedBytes) / w.metrics.memTotalBytes)}%`
-        : '-'
+    const m = w.metrics
+    const memPercent =
+      m?.memPercent ??
+      (m?.memUsedBytes !== undefined && m.memTotalBytes
+        ? (100 * m.memUsedBytes) / m.memTotalBytes
+        : undefined)
     rows.push([
       w.clientId,
       w.engineType,
       String(w.dataLinks),
       String(w.inflight),
-      w.metrics?.cpuPercent === undefined ? '-' : w.metrics.cpuPercent.toFixed(0),
-      mem,
+      m?.cpuPercent === undefined ? '-' : m.cpuPercent.toFixed(0),
+      memPercent === undefined ? '-' : `${Math.round(memPercent)}%`,
+      m?.diskPercent === undefined ? '-' : `${Math.round(m.diskPercent)}%`,
       `${Math.max(0, Math.round((now - Date.parse(w.lastHeartbeatAt)) / 1000))}s ago`,
       w.remoteAddress,
+      m?.gpus === undefined || m.gpus.length === 0 ? '-' : m.gpus.map(gpuCell).join(' | '),
       w.models.join(','),
     ])
   }

@@ -7,6 +7,7 @@ import { CredentialThrottle } from '../auth/throttle.js'
 import { defaultEdgeLimits, type EdgeLimits, type PortName } from '../config/defaults.js'
 import type { Logger } from '../observability/logger.js'
 import { silentLogger } from '../observability/logger.js'
+import { ServerMetrics } from '../observability/metrics.js'
 import { WorkerRegistry } from '../routing/registry.js'
 import type { WorkerSession } from '../routing/worker-session.js'
 import type { Store } from '../store/index.js'
@@ -80,6 +81,8 @@ export interface FabricPorts {
 /** The fabric server: control, proxy, public and API ports around one worker registry. */
 export class FabricServer {
   readonly registry = new WorkerRegistry()
+  /** Prometheus metrics (`GET /metrics` on the API port). */
+  readonly metrics: ServerMetrics
   readonly ports: FabricPorts = { control: 0, proxy: 0, public: 0, api: 0 }
   readonly #control: ControlServer
   readonly #dataplane: DataPlaneServer
@@ -95,6 +98,7 @@ export class FabricServer {
   constructor(options: FabricServerOptions) {
     const logger = options.logger ?? silentLogger()
     this.#logger = logger
+    this.metrics = new ServerMetrics(this.registry, options.telemetryStats)
     const edge: EdgeLimits = { ...defaultEdgeLimits(), ...options.edge }
     const budget = (port: PortName) =>
       new ConnectionBudget({
@@ -166,6 +170,7 @@ export class FabricServer {
       keys,
       rateLimiter: options.rateLimiter,
       telemetry: options.telemetry,
+      metrics: this.metrics,
       logger: logger.child({ component: 'gateway' }),
       version: VERSION,
       tls: options.publicTls,
@@ -191,6 +196,7 @@ export class FabricServer {
       throttle: this.throttle,
       edgeStats: () => this.edgeStats(),
       telemetryStats: options.telemetryStats,
+      metrics: this.metrics,
       headersTimeoutMs: edge.httpHeadersMs,
       requestTimeoutMs: edge.apiRequestMs,
     })

@@ -2,9 +2,14 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import { MemoryBus, TOPICS } from '../../src/bus/index.js'
+import { formatWorkers } from '../../src/cli/monitor.js'
 import { ErrorCodes, FabricError } from '../../src/errors/index.js'
 import { silentLogger } from '../../src/observability/logger.js'
-import { UsageStripper, withStreamUsage } from '../../src/server/gateway/usage-stream.js'
+import {
+  MAX_HELD_EVENT_BYTES,
+  UsageStripper,
+  withStreamUsage,
+} from '../../src/server/gateway/usage-stream.js'
 import type { TelemetryBatch, TelemetryWrite } from '../../src/store/index.js'
 import {
   decodeEvent,
@@ -252,4 +257,74 @@ test('decodeEvent and UsageStripper never throw on arbitrary input', () => {
     ),
     { numRuns: 2000 },
   )
+})
+
+test('monitor: the workers table shows CPU, memory, disk and every GPU', () => {
+  const now = Date.parse('2030-01-01T00:00:10Z')
+  const text = formatWorkers(
+    [
+      {
+        clientId: 'gpu-box',
+        engineType: 'vllm',
+        models: ['llama3'],
+        hostname: null,
+        remoteAddress: '10.0.0.5',
+        dataLinks: 1,
+        inflight: 2,
+        lastHeartbeatAt: '2030-01-01T00:00:05Z',
+        metrics: {
+          cpuPercent: 12.4,
+          memPercent: 50.2,
+          diskPercent: 71.6,
+          gpus: [0, 1].map((index) => ({
+            index,
+            vendor: 'nvidia' as const,
+            name: 'H100',
+            uuid: null,
+            utilizationPercent: 98,
+            memoryUtilizationPercent: 60,
+            memoryUsedBytes: 76 * 1024 ** 3,
+            memoryTotalBytes: 80 * 1024 ** 3,
+            temperatureC: 67,
+            powerDrawW: index === 0 ? 690.4 : null,
+            powerLimitW: 700,
+            tflops: 989,
+          })),
+        },
+      },
+      {
+        clientId: 'cpu-box',
+        engineType: 'ollama',
+        models: [],
+        hostname: null,
+        remoteAddress: '10.0.0.6',
+        dataLinks: 1,
+        inflight: 0,
+        lastHeartbeatAt: '2030-01-01T00:00:09Z',
+        metrics: null,
+      },
+    ],
+    now,
+  )
+  const [header, gpuRow, cpuRow, total] = text.split('\n')
+  assert.match(header!, /CPU %\s+MEM\s+DISK\s+SEEN\s+ADDRESS\s+GPUS\s+MODELS/)
+  assert.match(
+    gpuRow!,
+    /gpu-box\s+vllm\s+1\s+2\s+12\s+50%\s+72%\s+5s ago\s+10\.0\.0\.5\s+0:98% 76\/80G 67C 690W \| 1:98% 76\/80G 67C\s+llama3/,
+  )
+  assert.match(cpuRow!, /cpu-box\s+ollama\s+1\s+0\s+-\s+-\s+-\s+1s ago\s+10\.0\.0\.6\s+-/)
+  assert.equal(total, '2 workers')
+})
+
+test('UsageStripper holds at most MAX_HELD_EVENT_BYTES of an unfinished event: a stream without boundaries flows', () => {
+  const strip = new UsageStripper()
+  const chunk = Buffer.alloc(4096, 'x')
+  let out = 0
+  for (let i = 0; i < 100; i++) out += strip.push(chunk).length
+  out += strip.flush().length
+  assert.equal(out, 100 * 4096, 'every byte relayed')
+  const held = new UsageStripper()
+  let sent = 0
+  for (let i = 0; i < 100; i++) sent += held.push(chunk).length
+  assert.ok(100 * 4096 - sent <= MAX_HELD_EVENT_BYTES, `held ${100 * 4096 - sent} bytes`)
 })

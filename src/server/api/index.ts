@@ -5,6 +5,7 @@ import type { CredentialThrottle } from '../../auth/throttle.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { ErrorCodes, FabricError, isFabricError } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
+import type { ServerMetrics } from '../../observability/metrics.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store, StoreTelemetry } from '../../store/index.js'
@@ -39,6 +40,8 @@ export interface ApiServerOptions {
   readonly throttle: CredentialThrottle
   /** Extra figures for `GET /api/v1/stats` (connection budgets, throttling). */
   readonly edgeStats?: (() => Record<string, unknown>) | undefined
+  /** Served at `GET /metrics` (Prometheus text format, admin key). */
+  readonly metrics?: ServerMetrics | undefined
   /** Telemetry figures for `GET /api/v1/stats` (bus buffer, consumer). */
   readonly telemetryStats?: (() => Record<string, unknown>) | undefined
   /** @default TIMEOUTS.httpHeadersMs */
@@ -158,6 +161,12 @@ export class ApiServer {
     if (method === 'POST' || method === 'PUT') body = await readJson(req)
     else req.resume()
     const { registry } = this.#options
+    if (path === '/metrics' && method === 'GET' && this.#options.metrics !== undefined) {
+      const { body: text, contentType } = await this.#options.metrics.expose()
+      res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
     const segments = pathSegments(path)
     if (segments === undefined || !wellFormedQuery(target.query))
       throw new FabricError(ErrorCodes.BAD_REQUEST, 'malformed percent-escape in the request target')

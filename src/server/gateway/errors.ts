@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
+import { RESPONSE_ERROR, type StampedResponse } from '../../observability/metrics.js'
 
 /** The API family a route belongs to: decides the shape of error bodies. */
 export type ApiFamily = 'openai' | 'ollama'
@@ -76,6 +77,7 @@ export function sendError(
     res.destroy()
     return
   }
+  ;(res as StampedResponse)[RESPONSE_ERROR] = code
   const body = errorBody(api, code, message)
   const headers: Record<string, string | number> = {
     'content-type': 'application/json',

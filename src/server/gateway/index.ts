@@ -13,6 +13,7 @@ import type { CredentialThrottle } from '../../auth/throttle.js'
 import { LIMITS, TIMEOUTS } from '../../config/defaults.js'
 import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
+import { RESPONSE_ROUTE, type ServerMetrics, type StampedResponse } from '../../observability/metrics.js'
 import { encodeLaneRequest } from '../../protocol/lane.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { TelemetryPublisher } from '../../telemetry/publisher.js'
@@ -44,6 +45,17 @@ const FORWARDED: ReadonlyMap<string, ApiFamily> = new Map([
   ['/api/embeddings', 'ollama'],
 ])
 
+/** Paths the metrics name (anything else is 'other': a label value per stranger's path would be unbounded). */
+const KNOWN_ROUTES: ReadonlySet<string> = new Set([
+  '/v1/models',
+  '/api/tags',
+  '/api/version',
+  '/api/show',
+  '/api/ps',
+  '/health',
+  '/healthz',
+])
+
 /** Ollama API version we answer `/api/version` with (clients check it for features). */
 const OLLAMA_COMPAT_VERSION = '0.6.0'
 
@@ -56,6 +68,8 @@ export interface GatewayOptions {
   /** Per-key request and token limits; none when absent. */
   readonly rateLimiter?: RateLimiter | undefined
   /** Logs requests of shared keys; none when absent. */
+  /** Prometheus metrics of this server; none when absent. */
+  readonly metrics?: ServerMetrics | undefined
   /** Publishes one usage event per forwarded request (telemetry); none when absent. */
   readonly telemetry?: TelemetryPublisher | undefined
   readonly logger: Logger
@@ -99,12 +113,17 @@ export class Gateway {
   #drained: (() => void) | undefined
   readonly #pick: WorkerRegistry['pick']
   readonly #tls: boolean
-  readonly #onResponseClosed = () => {
-    if (--this.#active === 0) this.#drained?.()
-  }
+  /** A response's 'close' listener (one function for every response: `this` is the response). */
+  readonly #onResponseClosed: (this: StampedResponse) => void
 
   constructor(options: GatewayOptions) {
     this.#options = options
+    const gateway = this
+    const { metrics } = options
+    this.#onResponseClosed = function (this: StampedResponse) {
+      metrics?.response(this)
+      if (--gateway.#active === 0) gateway.#drained?.()
+    }
     this.#maxBodyBytes = options.maxBodyBytes ?? LIMITS.maxRequestBodyBytes
     this.#maxAttempts = options.maxAttempts ?? LIMITS.maxAttemptsPerRequest
     this.#firstByteMs = options.firstByteTimeoutMs ?? TIMEOUTS.firstByteMs
@@ -182,6 +201,8 @@ export class Gateway {
     const { path, query } = splitTarget(req.url)
     const forwarded = FORWARDED.get(path)
     const api: ApiFamily = forwarded ?? (path.startsWith('/api/') ? 'ollama' : 'openai')
+    ;(res as StampedResponse)[RESPONSE_ROUTE] =
+      forwarded !== undefined || KNOWN_ROUTES.has(path) ? path : 'other'
     if (query.length > 0 && !wellFormedQuery(query)) {
       sendError(res, api, ErrorCodes.BAD_REQUEST, 'malformed percent-escape in the query')
       return
@@ -440,7 +461,7 @@ export class Gateway {
 
   /** Routes a checked request to a worker serving its model. */
   #dispatch(res: ServerResponse, f: Forwarded, limitHeaders: Record<string, string> | undefined): void {
-    const { registry, rateLimiter, telemetry } = this.#options
+    const { registry, rateLimiter, telemetry, metrics } = this.#options
     const { principal, model, api, path } = f
     const allow = principal.workers ?? undefined
     if (!registry.hasModel(model, allow)) {
@@ -459,15 +480,24 @@ export class Gateway {
     let meter: AnswerMeter | undefined
     let body = f.body
     let stripUsage = false
-    if (telemetry !== undefined || limited) {
+    if (telemetry !== undefined || metrics !== undefined || limited) {
       // Metering needs the engine's token counts: a stream that did not ask for them is made to.
-      const withUsage = telemetry === undefined ? undefined : withStreamUsage(path, f.request)
+      const withUsage =
+        telemetry === undefined && metrics === undefined ? undefined : withStreamUsage(path, f.request)
       if (withUsage !== undefined) {
         body = withUsage
         stripUsage = true
       }
       meter = new AnswerMeter((answer) => {
         if (limited) void rateLimiter?.recordTokens(principal, answer.tokens.total)
+        metrics?.forwarded({
+          model,
+          status: answer.status,
+          durationMs: answer.durationMs,
+          ttfbMs: answer.ttfbMs,
+          promptTokens: answer.tokens.reported ? answer.tokens.prompt : null,
+          completionTokens: answer.tokens.reported ? answer.tokens.completion : null,
+        })
         telemetry?.usage({
           at: f.at,
           keyId: principal.keyId,
