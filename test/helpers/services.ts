@@ -25,13 +25,15 @@ export interface ManagedService {
 }
 
 /** Why a service cannot run here, or undefined when it can. CI (`GPUF_REQUIRE_SERVICES=1`) never skips. */
-export function unavailable(service: 'postgres' | 'redis' | 'kafka'): string | undefined {
+export function unavailable(service: 'postgres' | 'redis' | 'kafka' | 'promtool'): string | undefined {
   const missing =
     service === 'redis'
       ? !binaryOnPath('redis-server')
-      : service === 'kafka'
-        ? !kafkaInstalled()
-        : postgresBin() === undefined
+      : service === 'promtool'
+        ? !binaryOnPath('promtool')
+        : service === 'kafka'
+          ? !kafkaInstalled()
+          : postgresBin() === undefined
   if (!missing) return undefined
   if (process.env['GPUF_REQUIRE_SERVICES'] === '1')
     throw new Error(`${service} is required but not installed`)

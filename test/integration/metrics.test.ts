@@ -3,9 +3,11 @@
  * requests its counters equal them by status, model, route and error code.
  */
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { after, before, test } from 'node:test'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
 import { API_KEY, startFabric, type TestFabric, waitFor } from '../helpers/fabric.js'
+import { unavailable } from '../helpers/services.js'
 
 let fabric: TestFabric
 
@@ -137,6 +139,14 @@ test('after known requests the counters equal them by status, model, route and e
   assert.equal(sample(text, 'gpufabric_workers_connected'), 1)
   assert.equal(sample(text, 'gpufabric_requests_in_flight'), 0)
   assert.ok(sample(text, 'gpufabric_worker_cpu_percent', { worker: 'metrics-w1' }) !== undefined)
+})
+
+test('promtool check metrics accepts the exposition', { skip: unavailable('promtool') }, async () => {
+  await chat(API_KEY, 'echo')
+  const text = await scrape()
+  const checked = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
+  assert.equal(checked.status, 0, `promtool: ${checked.stdout}${checked.stderr}`)
+  assert.equal(`${checked.stdout}${checked.stderr}`.trim(), '', 'no lint findings')
 })
 
 test('/metrics needs the admin key', async () => {
