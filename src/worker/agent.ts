@@ -244,6 +244,8 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       this.#traffic.bytesIn = 0
       this.#traffic.bytesOut = 0
       channel.startKeepalive(login.pingIntervalMs, login.pingDeadlineMs)
+      // GPU readings as fresh as the heartbeats that carry them.
+      this.#metrics.gpuSampler.setIntervalMs(login.heartbeatIntervalMs)
       channel.on('message', (m) => this.#onMessage(channel, m))
       const closed = new Promise<FabricError | undefined>((resolve) => channel.once('close', resolve))
       for (let i = 0; i < login.dataConnections; i++) await this.#openLink(links, channel, signal)

@@ -449,9 +449,16 @@ export class GpuSampler {
   /** How each tool's last run ended. */
   #lastOutcomes: readonly Outcome[] = []
   #summary = ''
+  #intervalMs: number
 
   constructor(options: GpuSamplerOptions = {}) {
     this.#options = options
+    this.#intervalMs = options.intervalMs ?? TIMEOUTS.heartbeatIntervalMs
+  }
+
+  /** Reads every `ms` from the next reading on (a worker follows the heartbeat interval the server sets). */
+  setIntervalMs(ms: number): void {
+    if (Number.isFinite(ms) && ms > 0) this.#intervalMs = ms
   }
 
   /** The last completed reading; empty before the first. Never waits. */
@@ -495,9 +502,7 @@ export class GpuSampler {
     void this.refresh().then(() => {
       if (this.#stopper !== stopper || stopper === undefined) return
       const o = this.#options
-      const delay = this.#allAbsent()
-        ? (o.absentRecheckMs ?? 60_000)
-        : (o.intervalMs ?? TIMEOUTS.heartbeatIntervalMs)
+      const delay = this.#allAbsent() ? (o.absentRecheckMs ?? 60_000) : this.#intervalMs
       this.#timer = setTimeout(() => this.#tick(), delay)
       this.#timer.unref()
     })

@@ -231,3 +231,27 @@ test('`cert` writes a certificate and key and prints the fingerprint; bad option
   assert.equal(noToken.status, 2)
   assert.match(noToken.stderr.toString(), /worker token is required/)
 })
+
+test('`consumer` needs Kafka, and `server` refuses a bad --consume or --batch-size, with a message and exit 2', () => {
+  const noKafka = spawnSync(process.execPath, [CLI, 'consumer', '--data-dir', join(dir, 'c')])
+  assert.equal(noKafka.status, 2)
+  assert.match(noKafka.stderr.toString(), /gpufabric consumer reads from Kafka: give --bootstrap-server/)
+  const badBootstrap = spawnSync(process.execPath, [
+    CLI,
+    'consumer',
+    '--bootstrap-server',
+    'not a host',
+    '--data-dir',
+    join(dir, 'c'),
+  ])
+  assert.equal(badBootstrap.status, 2)
+  assert.match(badBootstrap.stderr.toString(), /--bootstrap-server/)
+  for (const [flag, value, says] of [
+    ['--consume', 'sometimes', /--consume must be auto, on or off/],
+    ['--batch-size', '0', /--batch-size must be at least 1/],
+  ] as const) {
+    const bad = spawnSync(process.execPath, [CLI, 'server', flag, value, '--data-dir', join(dir, 's')])
+    assert.equal(bad.status, 2, `${flag} ${value}`)
+    assert.match(bad.stderr.toString(), says)
+  }
+})

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, createServer, constants as h2 } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -354,3 +354,28 @@ async function waitUntil(predicate: () => boolean, timeoutMs = 5_000): Promise<v
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
+
+test('GPU sampler: the interval can follow the heartbeat interval the server sets', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gpuf-interval-'))
+  const count = join(dir, 'count')
+  const tool = join(dir, 'nvidia-smi')
+  writeFileSync(tool, `#!/bin/sh\necho x >> '${count}'\necho '0, X, GPU-1, 1, 2, 3, 4, 5, 6, 7'\n`)
+  chmodSync(tool, 0o755)
+  const sampler = new GpuSampler({
+    nvidiaSmi: tool,
+    rocmSmi: join(dir, 'none'),
+    intervalMs: 60_000,
+    platform: 'linux',
+  })
+  sampler.setIntervalMs(50)
+  sampler.start()
+  try {
+    const deadline = Date.now() + 5_000
+    const runs = () => (existsSync(count) ? readFileSync(count, 'utf8').split('\n').length - 1 : 0)
+    while (runs() < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    assert.ok(runs() >= 3, `read ${runs()} times in 5 s at a 50 ms interval`)
+  } finally {
+    sampler.stop()
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
