@@ -4,25 +4,18 @@
 # KRaft broker from those jars (test/helpers/services.ts); nothing runs as a system service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/apt.sh
+. scripts/lib/apt.sh
 lib=.cache/kafka/lib
-if ls "$lib"/kafka_2.13-*.jar >/dev/null 2>&1; then exit 0; fi
 
+have_jars() { ls "$lib"/kafka_2.13-*.jar >/dev/null 2>&1; }
+
+# The broker runs on Java, so a cached .cache/kafka alone is not enough; Maven only fetches jars.
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
-command -v mvn >/dev/null 2>&1 || need+=(maven)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "missing ${need[*]}: install them (Debian: apt-get install -y ${need[*]})" >&2
-    exit 1
-  fi
-  echo "== installing ${need[*]} (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  for attempt in 1 2 3; do
-    if apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then break; fi
-    if [ "$attempt" -eq 3 ]; then echo "could not install ${need[*]}" >&2; exit 1; fi
-    sleep $((attempt * 5))
-  done
-fi
+have_jars || command -v mvn >/dev/null 2>&1 || need+=(maven)
+if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
+if have_jars; then exit 0; fi
 echo "== fetching the Kafka broker jars (Maven Central)"
 mkdir -p "$lib"
 for attempt in 1 2 3; do

@@ -4,26 +4,15 @@
 # exposition with it). The tests start their own instances (temp dirs, free ports)
 # through test/helpers/services.ts; nothing here runs as a system service.
 set -euo pipefail
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "missing ${need[*]}: install them (Debian: apt-get install -y ${need[*]})" >&2
-    exit 1
-  fi
-  echo "== installing ${need[*]} (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  # The mirrors can hiccup: try a few times before failing the run.
-  for attempt in 1 2 3; do
-    if apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then break; fi
-    if [ "$attempt" -eq 3 ]; then echo "could not install ${need[*]}" >&2; exit 1; fi
-    sleep $((attempt * 5))
-  done
-fi
+if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 # Debian's packages start system-wide instances on install; the tests do not use them.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server postgresql prometheus >/dev/null 2>&1 || true; fi
 service redis-server stop >/dev/null 2>&1 || true

@@ -32,13 +32,16 @@ export const GpuSchema = z
     vendor: z.enum(['nvidia', 'amd', 'apple']),
     name: shortText,
     uuid: shortText.nullable(),
+    /** Compute utilisation, percent. */
     utilizationPercent: percentReading,
+    /** Memory controller utilisation, percent (nvidia-smi's utilization.memory). */
     memoryUtilizationPercent: percentReading,
     memoryUsedBytes: reading,
     memoryTotalBytes: reading,
     temperatureC: z.number().min(-273).max(1000).nullable(),
     powerDrawW: reading,
     powerLimitW: reading,
+    /** Dense FP16 tensor TFLOPS from a table of known parts; 0 when the part is not in it. */
     tflops: z.number().min(0).max(1e6),
   })
   .strict()

@@ -23,6 +23,7 @@ import type {
 } from './index.js'
 import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
 import {
+  addExcluded,
   clampLimit,
   closedError,
   DAILY_COLUMNS,
@@ -32,6 +33,7 @@ import {
   type DeviceDailyStatsRecord,
   type DeviceInfoRecord,
   dayAsText,
+  FOLD_SUMS,
   HEARTBEAT_COLUMNS,
   KEY_COLUMNS,
   newId,
@@ -41,6 +43,7 @@ import {
   SYSTEM_INFO_COLUMNS,
   type SystemInfoRecord,
   sinceMs,
+  takeExcluded,
   toDailyStats,
   toDeviceDaily,
   toDeviceInfo,
@@ -173,19 +176,10 @@ const SQL = {
         coalesce(sum(mem_percent), 0), count(mem_percent), coalesce(sum(disk), 0), count(disk), sum(net_in),
         sum(net_out), max(at)
       FROM fresh GROUP BY 1, 2 ORDER BY 1, 2
-      ON CONFLICT (client_id, day) DO UPDATE SET
-        heartbeats = d.heartbeats + excluded.heartbeats,
-        cpu_sum = d.cpu_sum + excluded.cpu_sum,
-        cpu_samples = d.cpu_samples + excluded.cpu_samples,
+      ON CONFLICT (client_id, day) DO UPDATE SET ${addExcluded(FOLD_SUMS.daily, 'd')},
         max_cpu_percent = greatest(d.max_cpu_percent, excluded.max_cpu_percent),
         max_mem_used_bytes = greatest(d.max_mem_used_bytes, excluded.max_mem_used_bytes),
         max_inflight = greatest(d.max_inflight, excluded.max_inflight),
-        mem_sum = d.mem_sum + excluded.mem_sum,
-        mem_samples = d.mem_samples + excluded.mem_samples,
-        disk_sum = d.disk_sum + excluded.disk_sum,
-        disk_samples = d.disk_samples + excluded.disk_samples,
-        net_in_bytes = d.net_in_bytes + excluded.net_in_bytes,
-        net_out_bytes = d.net_out_bytes + excluded.net_out_bytes,
         last_heartbeat_at = greatest(d.last_heartbeat_at, excluded.last_heartbeat_at)
     ), devices AS (
       -- The first device of each index in a report, as the SQLite adapter keeps.
@@ -207,18 +201,9 @@ const SQL = {
         count(util), coalesce(sum("memUtil"), 0), count("memUtil"), coalesce(sum(temp), 0), count(temp), max(temp),
         coalesce(sum(power), 0), count(power), max(power)
       FROM devices GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-      ON CONFLICT (client_id, device_index, day) DO UPDATE SET
+      ON CONFLICT (client_id, device_index, day) DO UPDATE SET ${addExcluded(FOLD_SUMS.device, 'd')},
         name = excluded.name,
-        samples = d.samples + excluded.samples,
-        util_sum = d.util_sum + excluded.util_sum,
-        util_samples = d.util_samples + excluded.util_samples,
-        mem_util_sum = d.mem_util_sum + excluded.mem_util_sum,
-        mem_util_samples = d.mem_util_samples + excluded.mem_util_samples,
-        temp_sum = d.temp_sum + excluded.temp_sum,
-        temp_samples = d.temp_samples + excluded.temp_samples,
         max_temp_c = greatest(d.max_temp_c, excluded.max_temp_c),
-        power_sum = d.power_sum + excluded.power_sum,
-        power_samples = d.power_samples + excluded.power_samples,
         max_power_w = greatest(d.max_power_w, excluded.max_power_w)
     ), latest AS (
       SELECT DISTINCT ON (client_id) * FROM fresh ORDER BY client_id, at DESC
@@ -229,14 +214,7 @@ const SQL = {
       SELECT client_id, at, cpu, mem_percent, mem_used, mem_total, disk, net_rx, net_tx, net_rx_rate, net_tx_rate,
         uptime, device_count, device_memory, tflops, inflight, link_in, link_out
       FROM latest ORDER BY client_id
-      ON CONFLICT (client_id) DO UPDATE SET
-        at = excluded.at, cpu_percent = excluded.cpu_percent, mem_percent = excluded.mem_percent,
-        mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes,
-        disk_percent = excluded.disk_percent, net_rx_bytes = excluded.net_rx_bytes,
-        net_tx_bytes = excluded.net_tx_bytes, net_rx_rate = excluded.net_rx_rate, net_tx_rate = excluded.net_tx_rate,
-        uptime_seconds = excluded.uptime_seconds, device_count = excluded.device_count,
-        device_memory_total_bytes = excluded.device_memory_total_bytes, total_tflops = excluded.total_tflops,
-        inflight = excluded.inflight, link_bytes_in = excluded.link_bytes_in, link_bytes_out = excluded.link_bytes_out
+      ON CONFLICT (client_id) DO UPDATE SET ${takeExcluded(SYSTEM_INFO_COLUMNS, ['client_id'])}
       WHERE excluded.at >= w.at
     ), device_info AS (
       INSERT INTO worker_device_info AS w (client_id, device_index, at, vendor, name, uuid, util_percent,
@@ -245,12 +223,7 @@ const SQL = {
         d.temp, d.power, d."powerLimit", d.tflops
       FROM latest l JOIN devices d USING (msg_id)
       ORDER BY 1, 2
-      ON CONFLICT (client_id, device_index) DO UPDATE SET
-        at = excluded.at, vendor = excluded.vendor, name = excluded.name, uuid = excluded.uuid,
-        util_percent = excluded.util_percent, mem_util_percent = excluded.mem_util_percent,
-        mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes,
-        temp_c = excluded.temp_c, power_w = excluded.power_w, power_limit_w = excluded.power_limit_w,
-        tflops = excluded.tflops
+      ON CONFLICT (client_id, device_index) DO UPDATE SET ${takeExcluded(DEVICE_INFO_COLUMNS, ['client_id', 'device_index'])}
       WHERE excluded.at >= w.at
     ), usage AS (
       SELECT * FROM jsonb_to_recordset($2::jsonb) AS r(msg_id text, at timestamptz, key_id text, user_id text,
@@ -271,19 +244,8 @@ const SQL = {
         sum(metered), coalesce(sum(prompt), 0), coalesce(sum(completion), 0), coalesce(sum(total), 0), sum(duration),
         coalesce(sum(ttfb), 0), count(ttfb), sum(bytes_in), sum(bytes_out)
       FROM usage JOIN usage_inserted USING (msg_id) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-      ON CONFLICT (day, key_id, model, worker_id) DO UPDATE SET
-        user_id = coalesce(excluded.user_id, u.user_id),
-        requests = u.requests + excluded.requests,
-        errors = u.errors + excluded.errors,
-        metered = u.metered + excluded.metered,
-        prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = u.completion_tokens + excluded.completion_tokens,
-        total_tokens = u.total_tokens + excluded.total_tokens,
-        duration_ms_sum = u.duration_ms_sum + excluded.duration_ms_sum,
-        ttfb_ms_sum = u.ttfb_ms_sum + excluded.ttfb_ms_sum,
-        ttfb_samples = u.ttfb_samples + excluded.ttfb_samples,
-        bytes_in = u.bytes_in + excluded.bytes_in,
-        bytes_out = u.bytes_out + excluded.bytes_out
+      ON CONFLICT (day, key_id, model, worker_id) DO UPDATE SET ${addExcluded(FOLD_SUMS.usage, 'u')},
+        user_id = coalesce(excluded.user_id, u.user_id)
     )
     SELECT (SELECT count(*) FROM hb_inserted)::int AS heartbeats, (SELECT count(*) FROM usage_inserted)::int AS usage`,
   pruneHeartbeats: 'DELETE FROM heartbeats WHERE at < $1',

@@ -378,6 +378,63 @@ export const USAGE_COLUMNS = `day, key_id, user_id, model, worker_id, requests, 
   completion_tokens, total_tokens, duration_ms_sum / requests AS avg_duration_ms,
   ttfb_ms_sum / NULLIF(ttfb_samples, 0) AS avg_ttfb_ms, bytes_in, bytes_out`
 
+/**
+ * The columns each telemetry fold adds a batch's figures to. Both adapters build their upserts'
+ * SET clauses from these lists ({@link addExcluded}), so they fold exactly the same columns.
+ */
+export const FOLD_SUMS = {
+  daily: [
+    'heartbeats',
+    'cpu_sum',
+    'cpu_samples',
+    'mem_sum',
+    'mem_samples',
+    'disk_sum',
+    'disk_samples',
+    'net_in_bytes',
+    'net_out_bytes',
+  ],
+  device: [
+    'samples',
+    'util_sum',
+    'util_samples',
+    'mem_util_sum',
+    'mem_util_samples',
+    'temp_sum',
+    'temp_samples',
+    'power_sum',
+    'power_samples',
+  ],
+  usage: [
+    'requests',
+    'errors',
+    'metered',
+    'prompt_tokens',
+    'completion_tokens',
+    'total_tokens',
+    'duration_ms_sum',
+    'ttfb_ms_sum',
+    'ttfb_samples',
+    'bytes_in',
+    'bytes_out',
+  ],
+} as const
+
+/** `c = <table>.c + excluded.c` for each column, for an upsert's SET (table: the target's name or alias). */
+export function addExcluded(columns: readonly string[], table: string): string {
+  return columns.map((c) => `${c} = ${table}.${c} + excluded.${c}`).join(', ')
+}
+
+/** `c = excluded.c` for each column of a column list but the key columns (a latest-value upsert). */
+export function takeExcluded(columns: string, keys: readonly string[]): string {
+  return columns
+    .split(',')
+    .map((c) => c.trim())
+    .filter((c) => !keys.includes(c))
+    .map((c) => `${c} = excluded.${c}`)
+    .join(', ')
+}
+
 /** The column list with `day` selected as text (PostgreSQL). */
 export const dayAsText = (columns: string): string => columns.replace(/\bday\b/, 'day::text AS day')
 

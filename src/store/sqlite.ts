@@ -24,6 +24,7 @@ import type {
 } from './index.js'
 import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
 import {
+  addExcluded,
   clampLimit,
   closedError,
   DAILY_COLUMNS,
@@ -33,6 +34,7 @@ import {
   type DeviceDailyStatsRecord,
   type DeviceInfoRecord,
   deviceRowValues,
+  FOLD_SUMS,
   HEARTBEAT_COLUMNS,
   heartbeatExtra,
   heartbeatRowValues,
@@ -46,6 +48,7 @@ import {
   type SystemInfoRecord,
   sinceMs,
   storableText,
+  takeExcluded,
   toDailyStats,
   toDeviceDaily,
   toDeviceInfo,
@@ -145,37 +148,19 @@ const SQL = {
       last_heartbeat_at)
     VALUES (@clientId, @day, 1, coalesce(@cpu, 0), @cpu IS NOT NULL, @cpu, @memUsed, @inflight,
       coalesce(@memPercent, 0), @memPercent IS NOT NULL, coalesce(@disk, 0), @disk IS NOT NULL, @netIn, @netOut, @atMs)
-    ON CONFLICT (client_id, day) DO UPDATE SET
-      heartbeats = heartbeats + 1,
-      cpu_sum = cpu_sum + excluded.cpu_sum,
-      cpu_samples = cpu_samples + excluded.cpu_samples,
+    ON CONFLICT (client_id, day) DO UPDATE SET ${addExcluded(FOLD_SUMS.daily, 'daily_stats')},
       max_cpu_percent = max(coalesce(max_cpu_percent, excluded.max_cpu_percent), coalesce(excluded.max_cpu_percent, max_cpu_percent)),
       max_mem_used_bytes = max(coalesce(max_mem_used_bytes, excluded.max_mem_used_bytes), coalesce(excluded.max_mem_used_bytes, max_mem_used_bytes)),
       max_inflight = max(max_inflight, excluded.max_inflight),
-      mem_sum = mem_sum + excluded.mem_sum,
-      mem_samples = mem_samples + excluded.mem_samples,
-      disk_sum = disk_sum + excluded.disk_sum,
-      disk_samples = disk_samples + excluded.disk_samples,
-      net_in_bytes = net_in_bytes + excluded.net_in_bytes,
-      net_out_bytes = net_out_bytes + excluded.net_out_bytes,
       last_heartbeat_at = max(coalesce(last_heartbeat_at, excluded.last_heartbeat_at), excluded.last_heartbeat_at)`,
   foldDeviceDailyStats: `INSERT INTO device_daily_stats (client_id, device_index, day, name, samples, util_sum,
       util_samples, mem_util_sum, mem_util_samples, temp_sum, temp_samples, max_temp_c, power_sum, power_samples,
       max_power_w)
     VALUES (@clientId, @index, @day, @name, 1, coalesce(@util, 0), @util IS NOT NULL, coalesce(@memUtil, 0),
       @memUtil IS NOT NULL, coalesce(@temp, 0), @temp IS NOT NULL, @temp, coalesce(@power, 0), @power IS NOT NULL, @power)
-    ON CONFLICT (client_id, device_index, day) DO UPDATE SET
+    ON CONFLICT (client_id, device_index, day) DO UPDATE SET ${addExcluded(FOLD_SUMS.device, 'device_daily_stats')},
       name = excluded.name,
-      samples = samples + 1,
-      util_sum = util_sum + excluded.util_sum,
-      util_samples = util_samples + excluded.util_samples,
-      mem_util_sum = mem_util_sum + excluded.mem_util_sum,
-      mem_util_samples = mem_util_samples + excluded.mem_util_samples,
-      temp_sum = temp_sum + excluded.temp_sum,
-      temp_samples = temp_samples + excluded.temp_samples,
       max_temp_c = max(coalesce(max_temp_c, excluded.max_temp_c), coalesce(excluded.max_temp_c, max_temp_c)),
-      power_sum = power_sum + excluded.power_sum,
-      power_samples = power_samples + excluded.power_samples,
       max_power_w = max(coalesce(max_power_w, excluded.max_power_w), coalesce(excluded.max_power_w, max_power_w))`,
   // The latest readings: an older heartbeat (late or redelivered) never replaces a newer one.
   upsertSystemInfo: `INSERT INTO worker_system_info (client_id, at, cpu_percent, mem_percent, mem_used_bytes,
@@ -183,24 +168,13 @@ const SQL = {
       device_count, device_memory_total_bytes, total_tflops, inflight, link_bytes_in, link_bytes_out)
     VALUES (@clientId, @atMs, @cpu, @memPercent, @memUsed, @memTotal, @disk, @netRx, @netTx, @netRxRate, @netTxRate,
       @uptime, @deviceCount, @deviceMemory, @tflops, @inflight, @linkIn, @linkOut)
-    ON CONFLICT (client_id) DO UPDATE SET
-      at = excluded.at, cpu_percent = excluded.cpu_percent, mem_percent = excluded.mem_percent,
-      mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes,
-      disk_percent = excluded.disk_percent, net_rx_bytes = excluded.net_rx_bytes, net_tx_bytes = excluded.net_tx_bytes,
-      net_rx_rate = excluded.net_rx_rate, net_tx_rate = excluded.net_tx_rate, uptime_seconds = excluded.uptime_seconds,
-      device_count = excluded.device_count, device_memory_total_bytes = excluded.device_memory_total_bytes,
-      total_tflops = excluded.total_tflops, inflight = excluded.inflight, link_bytes_in = excluded.link_bytes_in,
-      link_bytes_out = excluded.link_bytes_out
+    ON CONFLICT (client_id) DO UPDATE SET ${takeExcluded(SYSTEM_INFO_COLUMNS, ['client_id'])}
     WHERE excluded.at >= worker_system_info.at`,
   upsertDeviceInfo: `INSERT INTO worker_device_info (client_id, device_index, at, vendor, name, uuid, util_percent,
       mem_util_percent, mem_used_bytes, mem_total_bytes, temp_c, power_w, power_limit_w, tflops)
     VALUES (@clientId, @index, @atMs, @vendor, @name, @uuid, @util, @memUtil, @memUsedDev, @memTotalDev, @temp, @power,
       @powerLimit, @tflopsDev)
-    ON CONFLICT (client_id, device_index) DO UPDATE SET
-      at = excluded.at, vendor = excluded.vendor, name = excluded.name, uuid = excluded.uuid,
-      util_percent = excluded.util_percent, mem_util_percent = excluded.mem_util_percent,
-      mem_used_bytes = excluded.mem_used_bytes, mem_total_bytes = excluded.mem_total_bytes, temp_c = excluded.temp_c,
-      power_w = excluded.power_w, power_limit_w = excluded.power_limit_w, tflops = excluded.tflops
+    ON CONFLICT (client_id, device_index) DO UPDATE SET ${takeExcluded(DEVICE_INFO_COLUMNS, ['client_id', 'device_index'])}
     WHERE excluded.at >= worker_device_info.at`,
   insertUsage: `INSERT INTO request_log (msg_id, at, key_id, user_id, model, worker_id, path, status, duration_ms,
       prompt_tokens, completion_tokens, total_tokens, stream, ttfb_ms, bytes_in, bytes_out)
@@ -212,19 +186,8 @@ const SQL = {
     VALUES (@day, @keyId, @model, @workerId, @userId, 1, @error, @metered, coalesce(@prompt, 0),
       coalesce(@completion, 0), coalesce(@total, 0), @duration, coalesce(@ttfb, 0), @ttfb IS NOT NULL, @bytesIn,
       @bytesOut)
-    ON CONFLICT (day, key_id, model, worker_id) DO UPDATE SET
-      user_id = coalesce(excluded.user_id, user_id),
-      requests = requests + 1,
-      errors = errors + excluded.errors,
-      metered = metered + excluded.metered,
-      prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-      completion_tokens = completion_tokens + excluded.completion_tokens,
-      total_tokens = total_tokens + excluded.total_tokens,
-      duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
-      ttfb_ms_sum = ttfb_ms_sum + excluded.ttfb_ms_sum,
-      ttfb_samples = ttfb_samples + excluded.ttfb_samples,
-      bytes_in = bytes_in + excluded.bytes_in,
-      bytes_out = bytes_out + excluded.bytes_out`,
+    ON CONFLICT (day, key_id, model, worker_id) DO UPDATE SET ${addExcluded(FOLD_SUMS.usage, 'usage_daily')},
+      user_id = coalesce(excluded.user_id, user_id)`,
   pruneHeartbeats: 'DELETE FROM heartbeats WHERE at < ?',
   pruneRequests: 'DELETE FROM request_log WHERE at < ?',
   listUsage: `SELECT ${USAGE_COLUMNS} FROM usage_daily

@@ -96,7 +96,10 @@ export class TelemetryConsumer {
     )
     const retentionMs = this.#o.retentionMs ?? TIMEOUTS.telemetryRetentionMs
     if (retentionMs > 0) {
-      const prune = () => void this.prune(retentionMs)
+      // Only while consuming: a prune the first tick queued must not reach a store closed since.
+      const prune = () => {
+        if (this.#consumption !== undefined) void this.prune(retentionMs)
+      }
       this.#pruneTimer = setInterval(prune, this.#o.pruneIntervalMs ?? TIMEOUTS.telemetryPruneIntervalMs)
       this.#pruneTimer.unref()
       setImmediate(prune)

@@ -2,30 +2,16 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { arch as osArch, platform as osPlatform, totalmem } from 'node:os'
 import { TIMEOUTS } from '../config/defaults.js'
 import type { Logger } from '../observability/logger.js'
+import type { GpuMetrics } from '../protocol/index.js'
 
 /**
- * One accelerator as a worker reports it. Unknown readings are null, never made up. Every value
+ * One accelerator as a worker reports it: the heartbeat's `GpuSchema` (fields documented in
+ * src/protocol/messages.ts). Unknown readings are null, never made up. Every value
  * a parser here produces fits the heartbeat's `GpuSchema` (a reading out of its range is null,
  * a name longer than 256 characters is cut): one bad value would make the server drop the
  * whole control session as a protocol error.
  */
-export interface GpuReading {
-  readonly index: number
-  readonly vendor: 'nvidia' | 'amd' | 'apple'
-  readonly name: string
-  readonly uuid: string | null
-  /** Compute utilisation, percent. */
-  readonly utilizationPercent: number | null
-  /** Memory controller utilisation, percent (nvidia-smi's utilization.memory). */
-  readonly memoryUtilizationPercent: number | null
-  readonly memoryUsedBytes: number | null
-  readonly memoryTotalBytes: number | null
-  readonly temperatureC: number | null
-  readonly powerDrawW: number | null
-  readonly powerLimitW: number | null
-  /** Dense FP16 tensor TFLOPS from a table of known parts; 0 when the part is not in it. */
-  readonly tflops: number
-}
+export type GpuReading = GpuMetrics
 
 /** The nvidia-smi query whose output {@link parseNvidiaSmi} reads. */
 export const NVIDIA_SMI_ARGS = [

@@ -7,12 +7,11 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import Database from 'better-sqlite3'
 import { hashKey } from '../../src/auth/keys.js'
-import { WorkerAgent } from '../../src/worker/agent.js'
-import { createEchoEngine } from '../../src/worker/engines/echo.js'
 import { CLI } from '../helpers/processes.js'
 import {
   ADMIN_KEY,
   admin,
+  echoWorker,
   modelsWith,
   SHARED_WORKER_TOKEN,
   STATIC_KEY,
@@ -141,17 +140,7 @@ describe('keys on the embedded store (SQLite, in-process cache)', () => {
   test('worker tokens: a client id registered by one user cannot be taken by another', async () => {
     const alice = await admin(server, 'POST', '/api/v1/keys', { kind: 'worker', user: 'alice' })
     const bob = await admin(server, 'POST', '/api/v1/keys', { kind: 'worker', user: 'bob' })
-    const agent = (token: string, clientId: string) =>
-      new WorkerAgent({
-        serverHost: '127.0.0.1',
-        controlPort: server.ports.control,
-        proxyPort: server.ports.proxy,
-        clientId,
-        token,
-        trust: { ca: server.certPem },
-        engine: createEchoEngine({ models: ['echo'] }),
-        reconnectBaseMs: 50,
-      })
+    const agent = (token: string, clientId: string) => echoWorker(server, clientId, { token })
     const a = agent(alice.body['key'] as string, 'gpu-box-1')
     a.start()
     await a.ready(AbortSignal.timeout(5_000))
@@ -170,15 +159,7 @@ describe('keys on the embedded store (SQLite, in-process cache)', () => {
   })
 
   test('every forwarded request is metered with its tokens, shared and dedicated keys alike', async () => {
-    const worker = new WorkerAgent({
-      serverHost: '127.0.0.1',
-      controlPort: server.ports.control,
-      proxyPort: server.ports.proxy,
-      clientId: 'tracker-box',
-      token: SHARED_WORKER_TOKEN,
-      trust: { ca: server.certPem },
-      engine: createEchoEngine({ models: ['echo-tracked'] }),
-    })
+    const worker = echoWorker(server, 'tracker-box', { models: ['echo-tracked'] })
     worker.start()
     await worker.ready(AbortSignal.timeout(5_000))
     try {

@@ -2,10 +2,9 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { after, before, test } from 'node:test'
 import { createStore } from '../../src/store/index.js'
-import { WorkerAgent } from '../../src/worker/agent.js'
-import { createEchoEngine } from '../../src/worker/engines/echo.js'
+import type { WorkerAgent } from '../../src/worker/agent.js'
 import { waitFor } from '../helpers/fabric.js'
-import { admin, STATIC_KEY, startWiredServer, type WiredServer } from '../helpers/servers.js'
+import { admin, echoWorker, STATIC_KEY, startWiredServer, type WiredServer } from '../helpers/servers.js'
 
 let server: WiredServer
 const agents: WorkerAgent[] = []
@@ -19,17 +18,7 @@ after(async () => {
 })
 
 function workerWith(token: string, clientId: string, model: string): WorkerAgent {
-  const agent = new WorkerAgent({
-    serverHost: '127.0.0.1',
-    controlPort: server.ports.control,
-    proxyPort: server.ports.proxy,
-    clientId,
-    token,
-    trust: { ca: server.certPem },
-    engine: createEchoEngine({ models: [model] }),
-    reconnectBaseMs: 50,
-    reconnectMaxMs: 200,
-  })
+  const agent = echoWorker(server, clientId, { token, models: [model], reconnectMaxMs: 200 })
   agents.push(agent)
   agent.start()
   return agent

@@ -24,12 +24,11 @@ import {
   type Store,
   type StoreTelemetry,
 } from '../../src/store/index.js'
-import { WorkerAgent } from '../../src/worker/agent.js'
-import { createEchoEngine } from '../../src/worker/engines/echo.js'
 import { ControlPeer } from '../helpers/fake-worker.js'
 import { type CliProcess, startCli } from '../helpers/processes.js'
 import {
   admin,
+  echoWorker,
   SHARED_WORKER_TOKEN,
   STATIC_KEY,
   startWiredServer,
@@ -276,16 +275,7 @@ describe('Kafka and PostgreSQL: gpufabric consumer killed and Kafka stopped', { 
   })
 
   test('Kafka stopped for 10 s under request load: no request fails, its events arrive after', async () => {
-    const agent = new WorkerAgent({
-      serverHost: '127.0.0.1',
-      controlPort: server.ports.control,
-      proxyPort: server.ports.proxy,
-      clientId: 'kfk-live',
-      token: SHARED_WORKER_TOKEN,
-      trust: { ca: server.certPem },
-      engine: createEchoEngine({ models: ['echo'] }),
-      connectTimeoutMs: 2_000,
-    })
+    const agent = echoWorker(server, 'kfk-live')
     agent.start()
     try {
       await agent.ready(AbortSignal.timeout(15_000))

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { type StartedServer, startServerFromFlags } from '../../src/cli/server.js'
+import { WorkerAgent, type WorkerAgentOptions } from '../../src/worker/agent.js'
+import { createEchoEngine } from '../../src/worker/engines/echo.js'
 
 export const ADMIN_KEY = 'test-admin-key-0123456789'
 export const STATIC_KEY = 'test-static-key-0123456789'
@@ -69,4 +71,28 @@ export async function admin(server: { apiUrl: string }, method: string, path: st
 /** GET /v1/models with a key: 200 when the key is accepted. */
 export async function modelsWith(server: { baseUrl: string }, key: string): Promise<Response> {
   return fetch(`${server.baseUrl}/v1/models`, { headers: { authorization: `Bearer ${key}` } })
+}
+
+/**
+ * A worker with the echo engine serving `models` (default `echo`) for a wired server, with
+ * short reconnect timings; not started. The shared worker token unless `token` is given.
+ */
+export function echoWorker(
+  server: Pick<WiredServer, 'ports' | 'certPem'>,
+  clientId: string,
+  options: { models?: string[]; token?: string } & Partial<WorkerAgentOptions> = {},
+): WorkerAgent {
+  const { models = ['echo'], token = SHARED_WORKER_TOKEN, ...rest } = options
+  return new WorkerAgent({
+    serverHost: '127.0.0.1',
+    controlPort: server.ports.control,
+    proxyPort: server.ports.proxy,
+    clientId,
+    token,
+    trust: { ca: server.certPem },
+    engine: createEchoEngine({ models }),
+    reconnectBaseMs: 50,
+    connectTimeoutMs: 2_000,
+    ...rest,
+  })
 }
