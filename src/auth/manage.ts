@@ -1,5 +1,5 @@
 import { ErrorCodes, FabricError } from '../errors/index.js'
-import type { AccessLevel, KeyKind, KeyRecord, Store } from '../store/index.js'
+import type { AccessLevel, KeyKind, KeyRecord, KeyScope, Store } from '../store/index.js'
 import { mintKey } from './keys.js'
 import { DEFAULT_USER } from './workers.js'
 
@@ -10,6 +10,8 @@ export interface CreateKeyInput {
   readonly user?: string
   readonly name?: string | null
   readonly accessLevel?: AccessLevel
+  /** Management API access of an API key. @default 'inference' */
+  readonly scope?: KeyScope
   readonly workerIds?: readonly string[]
   readonly models?: readonly string[] | null
   readonly rpmLimit?: number | null
@@ -26,6 +28,7 @@ export function publicKeyView(r: KeyRecord) {
     userId: r.userId,
     name: r.name,
     accessLevel: r.accessLevel,
+    scope: r.scope,
     workerIds: r.workerIds,
     models: r.models,
     rpmLimit: r.rpmLimit,
@@ -65,6 +68,9 @@ export class KeyManager {
         throw new FabricError(ErrorCodes.BAD_REQUEST, `${label} must be a positive integer`)
       }
     }
+    const scope = input.scope ?? 'inference'
+    if (kind === 'worker' && scope !== 'inference')
+      throw new FabricError(ErrorCodes.BAD_REQUEST, 'a worker token has no management scope')
     const user = await this.#store.ensureUser(input.user ?? DEFAULT_USER)
     const minted = mintKey(kind)
     const record = await this.#store.createKey({
@@ -74,6 +80,7 @@ export class KeyManager {
       userId: user.id,
       name: input.name ?? null,
       accessLevel,
+      scope,
       workerIds,
       models: input.models === undefined ? null : input.models,
       rpmLimit: input.rpmLimit ?? null,
@@ -111,6 +118,7 @@ export class KeyManager {
       user: user?.name ?? DEFAULT_USER,
       name: old.name,
       accessLevel: old.accessLevel,
+      scope: old.scope,
       workerIds: old.workerIds,
       models: old.models,
       rpmLimit: old.rpmLimit,

@@ -1,4 +1,4 @@
-import type { AccessLevel, KeyRecord } from '../store/index.js'
+import type { AccessLevel, KeyRecord, KeyScope } from '../store/index.js'
 
 /** Who a request is from, once its key checked out. */
 export interface Principal {
@@ -6,6 +6,8 @@ export interface Principal {
   readonly keyId: string
   readonly userId: string | null
   readonly accessLevel: AccessLevel
+  /** What the key may do on the management API besides inference. */
+  readonly scope: KeyScope
   /** Dedicated keys: the workers (client ids) their requests may go to. */
   readonly workers: ReadonlySet<string> | null
   /** Model allow-list; null = every model. */
@@ -21,6 +23,7 @@ export const STATIC_PRINCIPAL: Principal = {
   keyId: 'static',
   userId: null,
   accessLevel: 'shared',
+  scope: 'inference',
   workers: null,
   models: null,
   rpmLimit: null,
@@ -34,6 +37,8 @@ export function principalOf(record: KeyRecord): Principal {
     keyId: record.id,
     userId: record.userId,
     accessLevel: record.accessLevel,
+    // Records cached by a server older than schema v4 have no scope.
+    scope: record.scope ?? 'inference',
     workers: record.accessLevel === 'dedicated' ? new Set(record.workerIds) : null,
     models: record.models === null ? null : new Set(record.models),
     rpmLimit: record.rpmLimit,

@@ -5,7 +5,7 @@ import { KeyManager, publicKeyView } from '../auth/manage.js'
 import { type Cache, createCache } from '../cache/index.js'
 import { defaultDataDir, resolveOptions } from '../config/index.js'
 import { ErrorCodes, FabricError } from '../errors/index.js'
-import { createStore, type Store } from '../store/index.js'
+import { createStore, KEY_SCOPES, type KeyScope, type Store } from '../store/index.js'
 import { SERVER_OPTIONS } from './options.js'
 
 /** Where the CLI finds the database (and the cache to tell about revocations). */
@@ -102,6 +102,11 @@ export function addKeyCommands(
     .option('--tpm <n>', 'tokens per minute')
     .option('--expires-in-days <n>', 'expiry, in days from now')
     .option('--expires-at <iso>', 'expiry date')
+    .option(
+      '--scope <scope>',
+      "management API access: inference (none), read (its own user's workers, keys, usage), manage (read, and its own keys)",
+      'inference',
+    )
     .action(
       action(async (flags: Record<string, unknown>) => {
         const dedicated = list(flags['dedicated'])
@@ -116,6 +121,9 @@ export function addKeyCommands(
         const models = list(flags['models'])
         const rpmLimit = positiveInt('--rpm', flags['rpm'])
         const tpmLimit = positiveInt('--tpm', flags['tpm'])
+        const scope = String(flags['scope'])
+        if (!(KEY_SCOPES as readonly string[]).includes(scope))
+          throw new FabricError(ErrorCodes.CONFIG, `--scope is one of ${KEY_SCOPES.join(', ')}`)
         await withManager(flags as StoreFlags, async (manager) => {
           const { key, record } = await manager.create({
             kind: flags['worker'] === true ? 'worker' : 'api',
@@ -125,6 +133,7 @@ export function addKeyCommands(
             ...(models === undefined ? {} : { models }),
             ...(rpmLimit === undefined ? {} : { rpmLimit }),
             ...(tpmLimit === undefined ? {} : { tpmLimit }),
+            scope: scope as KeyScope,
             ...(expiresAt === undefined ? {} : { expiresAt }),
           })
           print(

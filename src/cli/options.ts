@@ -166,6 +166,19 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
   },
   ...telemetryOptions(),
   {
+    name: 'cors-origin',
+    type: 'list',
+    description:
+      'management API: allow these browser origins (comma-separated, e.g. https://ops.example.com; * for any); default: CORS off',
+  },
+  {
+    name: 'metrics-open',
+    type: 'bool',
+    default: false,
+    description:
+      'serve /metrics on the API port without a key (for a Prometheus scraper on a private network)',
+  },
+  {
     name: 'admin-key',
     env: ['ADMIN_KEY'],
     type: 'string',

@@ -129,6 +129,8 @@ export async function startServerFromFlags(
     telemetry: telemetry.publisher,
     telemetryStats: () => telemetry.stats(),
     heartbeatIntervalMs: o['heartbeatIntervalMs'] as number,
+    corsOrigins: (o['corsOrigin'] as string[] | undefined) ?? [],
+    metricsOpen: o['metricsOpen'] === true,
     logger,
     pingIntervalMs: o['pingIntervalMs'] as number,
     pingDeadlineMs: o['pingDeadlineMs'] as number,

@@ -54,6 +54,10 @@ export interface FabricServerOptions {
   readonly pingIntervalMs?: number
   readonly pingDeadlineMs?: number
   readonly heartbeatIntervalMs?: number
+  /** Management API: CORS allow-list (`*`: any); empty or absent: off. */
+  readonly corsOrigins?: readonly string[] | undefined
+  /** Management API: `/metrics` without a key. */
+  readonly metricsOpen?: boolean | undefined
   readonly loginTimeoutMs?: number
   readonly maxBodyBytes?: number
   readonly maxFrameBytes?: number
@@ -197,6 +201,11 @@ export class FabricServer {
       edgeStats: () => this.edgeStats(),
       telemetryStats: options.telemetryStats,
       metrics: this.metrics,
+      metricsOpen: options.metricsOpen,
+      corsOrigins: options.corsOrigins,
+      keyAuth: keys,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      // CONSOLE-ASSETS: wired when the console lands
       headersTimeoutMs: edge.httpHeadersMs,
       requestTimeoutMs: edge.apiRequestMs,
     })

@@ -11,6 +11,27 @@ export type KeyKind = 'api' | 'worker'
 /** Shared keys' requests are logged for tracking; dedicated keys only reach the listed workers. */
 export type AccessLevel = 'shared' | 'dedicated'
 
+/**
+ * What an API key may do beyond inference (schema v4):
+ * - `inference`: the public API only (the default);
+ * - `read`: also read the management API, limited to its own user's workers, keys and usage;
+ * - `manage`: `read`, and create, revoke and rotate its own user's keys.
+ */
+export type KeyScope = 'inference' | 'read' | 'manage'
+
+export const KEY_SCOPES: readonly KeyScope[] = ['inference', 'read', 'manage']
+
+/** A worker's state as an operator sets it (the original's `client_status`; schema v4). */
+export type WorkerClientStatus = 'active' | 'online' | 'offline' | 'maintenance' | 'error'
+
+export const WORKER_CLIENT_STATUSES: readonly WorkerClientStatus[] = [
+  'active',
+  'online',
+  'offline',
+  'maintenance',
+  'error',
+]
+
 export interface UserRecord {
   readonly id: string
   readonly name: string
@@ -29,6 +50,8 @@ export interface KeyRecord {
   readonly userId: string
   readonly name: string | null
   readonly accessLevel: AccessLevel
+  /** What the key may do beyond inference (schema v4; keys made before it are `inference`). */
+  readonly scope: KeyScope
   /** For dedicated keys: client ids of the workers its requests may go to. */
   readonly workerIds: readonly string[]
   /** Model allow-list; null = every model. */
@@ -43,7 +66,11 @@ export interface KeyRecord {
 }
 
 /** Fields given when creating a key (id and createdAt are set by the store). */
-export type NewKey = Omit<KeyRecord, 'id' | 'createdAt' | 'revokedAt'> & { readonly id?: string }
+export type NewKey = Omit<KeyRecord, 'id' | 'createdAt' | 'revokedAt' | 'scope'> & {
+  readonly id?: string
+  /** @default 'inference' */
+  readonly scope?: KeyScope | undefined
+}
 
 /** A worker as registered: the seed's clients / gpu_assets. */
 export interface WorkerRecord {
@@ -56,6 +83,8 @@ export interface WorkerRecord {
   readonly engineType: string | null
   /** False when an operator has disabled the worker. */
   readonly valid: boolean
+  /** Set by an operator (`edit_client_info`, `insert_client`); null when never set. */
+  readonly clientStatus: WorkerClientStatus | null
   readonly models: readonly string[]
   readonly firstSeenAt: Date
   readonly lastSeenAt: Date
@@ -113,7 +142,10 @@ export interface Store {
   updateWorker(
     clientId: string,
     fields: Partial<
-      Pick<WorkerRecord, 'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models'>
+      Pick<
+        WorkerRecord,
+        'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models' | 'clientStatus'
+      >
     >,
   ): Promise<void>
   getWorker(clientId: string): Promise<WorkerRecord | undefined>
@@ -144,13 +176,50 @@ export interface Store {
    * key's requests, `since` those at or after that instant (inclusive); `limit` defaults to
    * 100 and is capped at 10 000.
    */
-  listRequests(filter?: { keyId?: string; since?: Date; limit?: number }): Promise<RequestLogRecord[]>
+  listRequests(filter?: {
+    keyId?: string
+    /** Requests of this user's keys only. */
+    userId?: string
+    since?: Date
+    limit?: number
+  }): Promise<RequestLogRecord[]>
+
+  /** Creates or updates the catalogue entry of `name` + `version` (the original's `/api/models/insert`). */
+  upsertModel(model: NewModel): Promise<ModelRecord>
+  /**
+   * The catalogue, by name then version. `minGpuMemoryGb`: only models that need at most that
+   * much GPU memory (those a device of that size can run; models without a figure included).
+   */
+  listModels(filter?: { isActive?: boolean; minGpuMemoryGb?: number }): Promise<ModelRecord[]>
 
   /** Small key/value settings (e.g. the admin key's hash). */
   getSetting(key: string): Promise<string | undefined>
   setSetting(key: string, value: string): Promise<void>
 
   close(): Promise<void>
+}
+
+/** One entry of the model catalogue (schema v4), unique by name + version. */
+export interface ModelRecord {
+  readonly id: number
+  readonly name: string
+  readonly version: string
+  readonly versionCode: number
+  readonly engineType: number
+  readonly isActive: boolean
+  readonly minMemoryMb: number | null
+  readonly minGpuMemoryGb: number | null
+  readonly downloadUrl: string | null
+  /** `sha256:<64 hex>` */
+  readonly checksum: string | null
+  readonly expectedSize: number | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export type NewModel = Omit<ModelRecord, 'id' | 'createdAt' | 'updatedAt' | 'isActive'> & {
+  /** @default true */
+  readonly isActive?: boolean | undefined
 }
 
 /** One consumer batch. */
@@ -252,10 +321,12 @@ export type { PostgresStoreOptions } from './postgres.js'
 export { PostgresStore } from './postgres.js'
 export type {
   DailyStatsRecord,
+  DayRange,
   DeviceDailyStatsRecord,
   DeviceInfoRecord,
   StoreTelemetry,
   SystemInfoRecord,
+  TimeRange,
 } from './shared.js'
 export type { SqliteStoreOptions } from './sqlite.js'
 export { SqliteStore } from './sqlite.js'

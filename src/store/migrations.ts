@@ -33,6 +33,16 @@
  *   `device_daily_stats` holds the per-device ones; `usage_daily` the requests per key, model
  *   and worker (worker '' when none answered) and day.
  * - indexes on `at` serve the retention pruning of the raw tables.
+ *
+ * Schema v4 is the management API's and the original system's routes':
+ * - `api_keys.scope` (`inference`, `read`, `manage`): what a key may do beyond inference; existing
+ *   keys become `inference` (the column's default), so no key gains a right by migrating.
+ * - `workers.client_status`: the state an operator sets (the original's `client_status`), NULL
+ *   until one does; `status` stays the live online/offline state the server maintains.
+ * - `models`: the model catalogue, one row per name and version (the UNIQUE index also serves
+ *   the listing's order). SQLite keeps `is_active` as 0/1, like `workers.valid`.
+ * A constant default lets SQLite add a NOT NULL column to a STRICT table, and it checks the new
+ * CHECK constraints against the rows already there (SQLite 3.37+; better-sqlite3 bundles newer).
  */
 
 /** One schema step. `sqlite` and `postgres` hold the same change in each dialect. */
@@ -434,6 +444,54 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (day, key_id, model, worker_id)
       )`,
       'CREATE INDEX usage_daily_key_id ON usage_daily (key_id, day)',
+    ],
+  },
+  {
+    version: 4,
+    name: 'key scopes, operator-set worker status, model catalogue',
+    sqlite: [
+      `ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'inference'
+        CHECK (scope IN ('inference', 'read', 'manage'))`,
+      `ALTER TABLE workers ADD COLUMN client_status TEXT
+        CHECK (client_status IS NULL OR client_status IN ('active', 'online', 'offline', 'maintenance', 'error'))`,
+      `CREATE TABLE models (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        version_code INTEGER NOT NULL DEFAULT 0,
+        engine_type INTEGER NOT NULL DEFAULT 0,
+        is_active INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+        min_memory_mb INTEGER,
+        min_gpu_memory_gb REAL,
+        download_url TEXT,
+        checksum TEXT,
+        expected_size INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (name, version)
+      ) STRICT`,
+    ],
+    postgres: [
+      `ALTER TABLE api_keys ADD COLUMN scope text NOT NULL DEFAULT 'inference'
+        CHECK (scope IN ('inference', 'read', 'manage'))`,
+      `ALTER TABLE workers ADD COLUMN client_status text
+        CHECK (client_status IS NULL OR client_status IN ('active', 'online', 'offline', 'maintenance', 'error'))`,
+      `CREATE TABLE models (
+        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL,
+        version text NOT NULL,
+        version_code integer NOT NULL DEFAULT 0,
+        engine_type integer NOT NULL DEFAULT 0,
+        is_active boolean NOT NULL DEFAULT true,
+        min_memory_mb integer,
+        min_gpu_memory_gb double precision,
+        download_url text,
+        checksum text,
+        expected_size bigint,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        UNIQUE (name, version)
+      )`,
     ],
   },
 ]

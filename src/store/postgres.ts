@@ -11,7 +11,9 @@ import type {
   HeartbeatRecord,
   KeyKind,
   KeyRecord,
+  ModelRecord,
   NewKey,
+  NewModel,
   RequestLogRecord,
   Store,
   TelemetryBatch,
@@ -19,6 +21,7 @@ import type {
   UsageDailyRecord,
   UsageFilter,
   UserRecord,
+  WorkerClientStatus,
   WorkerRecord,
 } from './index.js'
 import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
@@ -28,14 +31,19 @@ import {
   closedError,
   DAILY_COLUMNS,
   type DailyStatsRecord,
+  type DayRange,
   DEVICE_DAILY_COLUMNS,
   DEVICE_INFO_COLUMNS,
   type DeviceDailyStatsRecord,
   type DeviceInfoRecord,
   dayAsText,
+  dayBound,
   FOLD_SUMS,
   HEARTBEAT_COLUMNS,
   KEY_COLUMNS,
+  MODEL_COLUMNS,
+  modelFilterValues,
+  modelRowValues,
   newId,
   REQUEST_COLUMNS,
   requestRowValues,
@@ -43,11 +51,14 @@ import {
   SYSTEM_INFO_COLUMNS,
   type SystemInfoRecord,
   sinceMs,
+  type TimeRange,
   takeExcluded,
+  timeBoundMs,
   toDailyStats,
   toDeviceDaily,
   toDeviceInfo,
   toHeartbeat,
+  toModel,
   toSystemInfo,
   toUsage,
   USAGE_COLUMNS,
@@ -94,8 +105,8 @@ const SQL = {
   listUsers: 'SELECT id, name, created_at FROM users ORDER BY name',
 
   insertKey: `INSERT INTO api_keys (id, prefix, hash, kind, user_id, name, access_level, worker_ids, models,
-      rpm_limit, tpm_limit, expires_at, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9::text[], $10, $11, $12, $13)
+      rpm_limit, tpm_limit, expires_at, created_at, scope)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9::text[], $10, $11, $12, $13, $14)
     RETURNING ${KEY_COLUMNS}`,
   getKey: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = $1`,
   findKeyByPrefix: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE prefix = $1`,
@@ -119,6 +130,7 @@ const SQL = {
       engine_type = CASE WHEN $11::boolean THEN $12::text ELSE engine_type END,
       valid = CASE WHEN $13::boolean THEN $14::boolean ELSE valid END,
       models = CASE WHEN $15::boolean THEN $16::text[] ELSE models END,
+      client_status = CASE WHEN $17::boolean THEN $18::text ELSE client_status END,
       last_seen_at = $2
     WHERE client_id = $1`,
   getWorker: `SELECT ${WORKER_COLUMNS} FROM workers WHERE client_id = $1`,
@@ -255,10 +267,13 @@ const SQL = {
       AND ($3::text IS NULL OR model = $3) AND ($4::text IS NULL OR worker_id = $4)
       AND ($5::date IS NULL OR day >= $5) AND ($6::date IS NULL OR day <= $6)
     ORDER BY day, key_id, model, worker_id LIMIT $7`,
-  listDailyStats: `SELECT ${dayAsText(DAILY_COLUMNS)} FROM daily_stats WHERE client_id = $1 ORDER BY day`,
+  listDailyStats: `SELECT ${dayAsText(DAILY_COLUMNS)} FROM daily_stats
+    WHERE client_id = $1 AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3) ORDER BY day`,
   listDeviceDailyStats: `SELECT ${dayAsText(DEVICE_DAILY_COLUMNS)} FROM device_daily_stats
     WHERE client_id = $1 ORDER BY day, device_index`,
-  listHeartbeats: `SELECT ${HEARTBEAT_COLUMNS} FROM heartbeats WHERE client_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
+  // Absent bounds are '-infinity' / 'infinity': one range condition serves every case.
+  listHeartbeats: `SELECT ${HEARTBEAT_COLUMNS} FROM heartbeats
+    WHERE client_id = $1 AND at >= $3 AND at <= $4 ORDER BY at DESC, id DESC LIMIT $2`,
   getSystemInfo: `SELECT ${SYSTEM_INFO_COLUMNS} FROM worker_system_info WHERE client_id = $1`,
   // Devices older than the system info were not in the newest report: gone.
   listDeviceInfo: `SELECT ${DEVICE_INFO_COLUMNS} FROM worker_device_info d
@@ -278,9 +293,25 @@ const SQL = {
         prompt_tokens, completion_tokens, total_tokens, n)
     ORDER BY n`,
   // No `since`: the caller passes '-infinity', so one range condition serves both cases.
-  listRequests: `SELECT ${REQUEST_COLUMNS} FROM request_log WHERE at >= $1 ORDER BY at DESC, id DESC LIMIT $2`,
+  // A NULL user matches every row.
+  listRequests: `SELECT ${REQUEST_COLUMNS} FROM request_log
+    WHERE at >= $1 AND ($3::text IS NULL OR user_id = $3) ORDER BY at DESC, id DESC LIMIT $2`,
   listRequestsByKey: `SELECT ${REQUEST_COLUMNS} FROM request_log
-    WHERE key_id = $1 AND at >= $2 ORDER BY at DESC, id DESC LIMIT $3`,
+    WHERE key_id = $1 AND at >= $2 AND ($4::text IS NULL OR user_id = $4) ORDER BY at DESC, id DESC LIMIT $3`,
+
+  // Schema v4. An update replaces every field but the key (name, version) and created_at. (Each
+  // conflict still draws an identity value: ids have gaps, which nothing relies on.)
+  upsertModel: `INSERT INTO models (name, version, version_code, engine_type, is_active, min_memory_mb,
+      min_gpu_memory_gb, download_url, checksum, expected_size, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+    ON CONFLICT (name, version) DO UPDATE SET ${takeExcluded(MODEL_COLUMNS, ['id', 'name', 'version', 'created_at'])}
+    RETURNING ${MODEL_COLUMNS}`,
+  // A NULL filter matches everything; a model without a GPU memory figure fits any device.
+  // COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
+  listModels: `SELECT ${MODEL_COLUMNS} FROM models
+    WHERE ($1::boolean IS NULL OR is_active = $1)
+      AND ($2::double precision IS NULL OR min_gpu_memory_gb IS NULL OR min_gpu_memory_gb <= $2)
+    ORDER BY name COLLATE "C", version COLLATE "C"`,
 
   getSetting: 'SELECT value FROM settings WHERE key = $1',
   setSetting:
@@ -306,6 +337,7 @@ interface KeyRow {
   user_id: string
   name: string | null
   access_level: KeyRecord['accessLevel']
+  scope: KeyRecord['scope']
   worker_ids: string[]
   models: string[] | null
   rpm_limit: number | null
@@ -320,6 +352,7 @@ interface WorkerRow {
   user_id: string
   name: string | null
   status: WorkerRecord['status']
+  client_status: WorkerClientStatus | null
   os: string | null
   hostname: string | null
   engine_type: string | null
@@ -359,6 +392,7 @@ function toKey(row: KeyRow): KeyRecord {
     userId: row.user_id,
     name: row.name,
     accessLevel: row.access_level,
+    scope: row.scope,
     workerIds: row.worker_ids,
     models: row.models,
     rpmLimit: row.rpm_limit,
@@ -375,6 +409,7 @@ function toWorker(row: WorkerRow): WorkerRecord {
     userId: row.user_id,
     name: row.name,
     status: row.status,
+    clientStatus: row.client_status,
     os: row.os,
     hostname: row.hostname,
     engineType: row.engine_type,
@@ -580,6 +615,7 @@ export class PostgresStore implements Store, StoreTelemetry {
       key.tpmLimit ?? null,
       key.expiresAt ?? null,
       new Date(),
+      key.scope ?? 'inference',
     ])
     return toKey(row!)
   }
@@ -619,7 +655,10 @@ export class PostgresStore implements Store, StoreTelemetry {
   async updateWorker(
     clientId: string,
     fields: Partial<
-      Pick<WorkerRecord, 'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models'>
+      Pick<
+        WorkerRecord,
+        'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models' | 'clientStatus'
+      >
     >,
   ): Promise<void> {
     const pair = <K extends keyof typeof fields>(field: K) => [
@@ -636,6 +675,7 @@ export class PostgresStore implements Store, StoreTelemetry {
       ...pair('engineType'),
       ...pair('valid'),
       ...pair('models'),
+      ...pair('clientStatus'),
     ])
     if (rowCount === 0) throw new FabricError(ErrorCodes.NOT_FOUND, `worker ${clientId} is not registered`)
   }
@@ -710,16 +750,24 @@ export class PostgresStore implements Store, StoreTelemetry {
     return rows.map(toUsage)
   }
 
-  async listDailyStats(clientId: string): Promise<DailyStatsRecord[]> {
-    return (await this.#query('listDailyStats', [clientId])).rows.map(toDailyStats)
+  async listDailyStats(clientId: string, range: DayRange = {}): Promise<DailyStatsRecord[]> {
+    const from = dayBound(range.from, 'from')
+    const to = dayBound(range.to, 'to')
+    return (await this.#query('listDailyStats', [clientId, from, to])).rows.map(toDailyStats)
   }
 
   async listDeviceDailyStats(clientId: string): Promise<DeviceDailyStatsRecord[]> {
     return (await this.#query('listDeviceDailyStats', [clientId])).rows.map(toDeviceDaily)
   }
 
-  async listHeartbeats(clientId: string, limit?: number): Promise<HeartbeatRecord[]> {
-    return (await this.#query('listHeartbeats', [clientId, clampLimit(limit)])).rows.map(toHeartbeat)
+  async listHeartbeats(clientId: string, limit?: number, range: TimeRange = {}): Promise<HeartbeatRecord[]> {
+    const bound = (at: Date | undefined, none: string, what: string) =>
+      at == null ? none : new Date(timeBoundMs(at, 0, what)).toISOString()
+    const from = bound(range.from, '-infinity', 'from')
+    const to = bound(range.to, 'infinity', 'to')
+    return (await this.#query('listHeartbeats', [clientId, clampLimit(limit), from, to])).rows.map(
+      toHeartbeat,
+    )
   }
 
   async getSystemInfo(clientId: string): Promise<SystemInfoRecord | undefined> {
@@ -756,16 +804,40 @@ export class PostgresStore implements Store, StoreTelemetry {
   }
 
   async listRequests(
-    filter: { keyId?: string; since?: Date; limit?: number } = {},
+    filter: { keyId?: string; userId?: string; since?: Date; limit?: number } = {},
   ): Promise<RequestLogRecord[]> {
     if (this.#closed) throw closedError('postgres')
     const since = filter.since == null ? '-infinity' : new Date(sinceMs(filter.since)).toISOString()
     const limit = clampLimit(filter.limit)
+    const userId = filter.userId ?? null
     const { rows } =
       filter.keyId == null
-        ? await this.#query<RequestRow>('listRequests', [since, limit])
-        : await this.#query<RequestRow>('listRequestsByKey', [filter.keyId, since, limit])
+        ? await this.#query<RequestRow>('listRequests', [since, limit, userId])
+        : await this.#query<RequestRow>('listRequestsByKey', [filter.keyId, since, limit, userId])
     return rows.map(toRequest)
+  }
+
+  async upsertModel(model: NewModel): Promise<ModelRecord> {
+    const m = modelRowValues(model)
+    const row = await this.#one('upsertModel', [
+      m.name,
+      m.version,
+      m.versionCode,
+      m.engineType,
+      m.isActive,
+      m.minMemoryMb,
+      m.minGpuMemoryGb,
+      m.downloadUrl,
+      m.checksum,
+      m.expectedSize,
+      new Date(),
+    ])
+    return toModel(row!)
+  }
+
+  async listModels(filter: { isActive?: boolean; minGpuMemoryGb?: number } = {}): Promise<ModelRecord[]> {
+    const { isActive, minGpuMemoryGb } = modelFilterValues(filter)
+    return (await this.#query('listModels', [isActive, minGpuMemoryGb])).rows.map(toModel)
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -5,13 +5,15 @@
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, FabricError } from '../errors/index.js'
 import type { HeartbeatEvent, UsageEvent } from '../protocol/events.js'
-import type { HeartbeatRecord, RequestLogRecord, UsageDailyRecord } from './index.js'
+import type { HeartbeatRecord, ModelRecord, NewModel, RequestLogRecord, UsageDailyRecord } from './index.js'
 
 /** Column lists both dialects select (the schemas in migrations.ts share the names). */
 export const KEY_COLUMNS =
-  'id, prefix, hash, kind, user_id, name, access_level, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
+  'id, prefix, hash, kind, user_id, name, access_level, scope, worker_ids, models, rpm_limit, tpm_limit, expires_at, revoked_at, created_at'
 export const WORKER_COLUMNS =
-  'client_id, user_id, name, status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
+  'client_id, user_id, name, status, client_status, os, hostname, engine_type, valid, models, first_seen_at, last_seen_at'
+export const MODEL_COLUMNS = `id, name, version, version_code, engine_type, is_active, min_memory_mb,
+  min_gpu_memory_gb, download_url, checksum, expected_size, created_at, updated_at`
 export const REQUEST_COLUMNS =
   'id, at, key_id, user_id, model, worker_id, path, status, duration_ms, prompt_tokens, completion_tokens, total_tokens'
 
@@ -94,17 +96,29 @@ export interface DeviceInfoRecord {
   readonly tflops: number
 }
 
+/** Bounds of `at`, inclusive; either end optional. */
+export interface TimeRange {
+  readonly from?: Date | undefined
+  readonly to?: Date | undefined
+}
+
+/** Bounds of a day (`YYYY-MM-DD`), inclusive; either end optional. */
+export interface DayRange {
+  readonly from?: string | undefined
+  readonly to?: string | undefined
+}
+
 /**
  * Read-back of the telemetry tables. Not part of `Store` (the consumer writes them, the
  * management API reads what it needs); both adapters offer it for tests, the API and tooling.
  */
 export interface StoreTelemetry {
-  /** A worker's daily statistics, oldest day first. */
-  listDailyStats(clientId: string): Promise<DailyStatsRecord[]>
+  /** A worker's daily statistics, oldest day first; `range` bounds the day (`YYYY-MM-DD`, inclusive, either end optional). */
+  listDailyStats(clientId: string, range?: DayRange): Promise<DailyStatsRecord[]>
   /** A worker's devices' daily statistics, oldest day first, then by device. */
   listDeviceDailyStats(clientId: string): Promise<DeviceDailyStatsRecord[]>
-  /** A worker's newest heartbeats, newest first. */
-  listHeartbeats(clientId: string, limit?: number): Promise<HeartbeatRecord[]>
+  /** A worker's newest heartbeats, newest first; `range` bounds `at` (inclusive, either end optional). */
+  listHeartbeats(clientId: string, limit?: number, range?: TimeRange): Promise<HeartbeatRecord[]>
   getSystemInfo(clientId: string): Promise<SystemInfoRecord | undefined>
   /** A worker's devices as last reported, by index. */
   listDeviceInfo(clientId: string): Promise<DeviceInfoRecord[]>
@@ -178,6 +192,58 @@ export function sinceMs(since: Date): number {
   const ms = since instanceof Date ? since.getTime() : Number.NaN
   if (!Number.isFinite(ms)) throw new FabricError(ErrorCodes.BAD_REQUEST, 'since is not a valid Date')
   return ms
+}
+
+/** A bound of a `TimeRange` in epoch ms, `fallback` when absent; an invalid Date is a BAD_REQUEST. */
+export function timeBoundMs(at: Date | undefined, fallback: number, what: string): number {
+  if (at == null) return fallback
+  const ms = at instanceof Date ? at.getTime() : Number.NaN
+  if (!Number.isFinite(ms)) throw new FabricError(ErrorCodes.BAD_REQUEST, `${what} is not a valid Date`)
+  return ms
+}
+
+/**
+ * A bound of a `DayRange`, null when absent. Anything but a real `YYYY-MM-DD` day is a
+ * BAD_REQUEST in both adapters (SQLite would compare any text; PostgreSQL would refuse it as a date).
+ */
+export function dayBound(day: string | undefined, what: string): string | null {
+  if (day == null) return null
+  const ms =
+    typeof day === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(day) ? Date.parse(`${day}T00:00:00Z`) : Number.NaN
+  // A day past the month's end (2030-02-30) parses as a later one: compare it back.
+  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 10) !== day)
+    throw new FabricError(ErrorCodes.BAD_REQUEST, `${what} ${String(day)} is not a YYYY-MM-DD day`)
+  return day
+}
+
+/** A model as both adapters bind it (absent optionals null; `isActive` defaults to true). */
+export type ModelRowValues = Omit<ModelRecord, 'id' | 'createdAt' | 'updatedAt'>
+
+/** Normalises a `NewModel`: every field given, so an upsert replaces all of them. */
+export function modelRowValues(model: NewModel): ModelRowValues {
+  return {
+    name: model.name,
+    version: model.version,
+    versionCode: model.versionCode,
+    engineType: model.engineType,
+    isActive: model.isActive ?? true,
+    minMemoryMb: model.minMemoryMb ?? null,
+    minGpuMemoryGb: model.minGpuMemoryGb ?? null,
+    downloadUrl: model.downloadUrl ?? null,
+    checksum: model.checksum ?? null,
+    expectedSize: model.expectedSize ?? null,
+  }
+}
+
+/** `listModels`' filter with absent fields as null; NaN is a BAD_REQUEST (the dialects would disagree on it). */
+export function modelFilterValues(filter: { isActive?: boolean; minGpuMemoryGb?: number }): {
+  isActive: boolean | null
+  minGpuMemoryGb: number | null
+} {
+  const gb = filter.minGpuMemoryGb ?? null
+  if (gb !== null && (typeof gb !== 'number' || Number.isNaN(gb)))
+    throw new FabricError(ErrorCodes.BAD_REQUEST, `minGpuMemoryGb ${String(gb)} is not a number`)
+  return { isActive: filter.isActive ?? null, minGpuMemoryGb: gb }
 }
 
 /** NUL, which PostgreSQL `text` cannot hold, as U+FFFD (both adapters store the same text). */
@@ -539,6 +605,25 @@ export function toDeviceInfo(r: Row): DeviceInfoRecord {
     powerDrawW: num(r['power_w']),
     powerLimitW: num(r['power_limit_w']),
     tflops: int(r['tflops']),
+  }
+}
+
+/** A models row: `is_active` is 0/1 (SQLite) or a boolean (pg), `expected_size` may be a bigint string. */
+export function toModel(r: Row): ModelRecord {
+  return {
+    id: int(r['id']),
+    name: text(r['name']),
+    version: text(r['version']),
+    versionCode: int(r['version_code']),
+    engineType: int(r['engine_type']),
+    isActive: r['is_active'] === true || r['is_active'] === 1,
+    minMemoryMb: num(r['min_memory_mb']),
+    minGpuMemoryGb: num(r['min_gpu_memory_gb']),
+    downloadUrl: r['download_url'] == null ? null : text(r['download_url']),
+    checksum: r['checksum'] == null ? null : text(r['checksum']),
+    expectedSize: num(r['expected_size']),
+    createdAt: when(r['created_at']),
+    updatedAt: when(r['updated_at']),
   }
 }
 

@@ -12,7 +12,9 @@ import type {
   HeartbeatRecord,
   KeyKind,
   KeyRecord,
+  ModelRecord,
   NewKey,
+  NewModel,
   RequestLogRecord,
   Store,
   TelemetryBatch,
@@ -20,6 +22,7 @@ import type {
   UsageDailyRecord,
   UsageFilter,
   UserRecord,
+  WorkerClientStatus,
   WorkerRecord,
 } from './index.js'
 import { MIGRATIONS, MIGRATIONS_TABLE } from './migrations.js'
@@ -29,16 +32,21 @@ import {
   closedError,
   DAILY_COLUMNS,
   type DailyStatsRecord,
+  type DayRange,
   DEVICE_DAILY_COLUMNS,
   DEVICE_INFO_COLUMNS,
   type DeviceDailyStatsRecord,
   type DeviceInfoRecord,
+  dayBound,
   deviceRowValues,
   FOLD_SUMS,
   HEARTBEAT_COLUMNS,
   heartbeatExtra,
   heartbeatRowValues,
   KEY_COLUMNS,
+  MODEL_COLUMNS,
+  modelFilterValues,
+  modelRowValues,
   newId,
   REQUEST_COLUMNS,
   type RequestRowValues,
@@ -48,11 +56,14 @@ import {
   type SystemInfoRecord,
   sinceMs,
   storableText,
+  type TimeRange,
   takeExcluded,
+  timeBoundMs,
   toDailyStats,
   toDeviceDaily,
   toDeviceInfo,
   toHeartbeat,
+  toModel,
   toSystemInfo,
   toUsage,
   USAGE_COLUMNS,
@@ -106,7 +117,8 @@ const SQL = {
   listUsers: 'SELECT id, name, created_at FROM users ORDER BY name',
 
   insertKey: `INSERT INTO api_keys (${KEY_COLUMNS})
-    VALUES (@id, @prefix, @hash, @kind, @userId, @name, @accessLevel, @workerIds, @models, @rpmLimit, @tpmLimit, @expiresAt, NULL, @createdAt)
+    VALUES (@id, @prefix, @hash, @kind, @userId, @name, @accessLevel, @scope, @workerIds, @models, @rpmLimit, @tpmLimit,
+      @expiresAt, NULL, @createdAt)
     RETURNING ${KEY_COLUMNS}`,
   getKey: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = ?`,
   findKeyByPrefix: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE prefix = ?`,
@@ -125,6 +137,7 @@ const SQL = {
   updateWorker: `UPDATE workers SET
       name = CASE WHEN @hasName THEN @name ELSE name END,
       status = CASE WHEN @hasStatus THEN @status ELSE status END,
+      client_status = CASE WHEN @hasClientStatus THEN @clientStatus ELSE client_status END,
       os = CASE WHEN @hasOs THEN @os ELSE os END,
       hostname = CASE WHEN @hasHostname THEN @hostname ELSE hostname END,
       engine_type = CASE WHEN @hasEngineType THEN @engineType ELSE engine_type END,
@@ -195,10 +208,14 @@ const SQL = {
       AND (@model IS NULL OR model = @model) AND (@workerId IS NULL OR worker_id = @workerId)
       AND day >= @from AND day <= @to
     ORDER BY day, key_id, model, worker_id LIMIT @limit`,
-  listDailyStats: `SELECT ${DAILY_COLUMNS} FROM daily_stats WHERE client_id = ? ORDER BY day`,
+  // Absent bounds are the widest days, so one statement (and the primary key's range scan) serves every range.
+  listDailyStats: `SELECT ${DAILY_COLUMNS} FROM daily_stats
+    WHERE client_id = @clientId AND day >= @from AND day <= @to ORDER BY day`,
   listDeviceDailyStats: `SELECT ${DEVICE_DAILY_COLUMNS} FROM device_daily_stats
     WHERE client_id = ? ORDER BY day, device_index`,
-  listHeartbeats: `SELECT ${HEARTBEAT_COLUMNS} FROM heartbeats WHERE client_id = ? ORDER BY at DESC, id DESC LIMIT ?`,
+  // Absent bounds are the widest instants: one statement, one range scan of (client_id, at).
+  listHeartbeats: `SELECT ${HEARTBEAT_COLUMNS} FROM heartbeats
+    WHERE client_id = @clientId AND at >= @from AND at <= @to ORDER BY at DESC, id DESC LIMIT @limit`,
   getSystemInfo: `SELECT ${SYSTEM_INFO_COLUMNS} FROM worker_system_info WHERE client_id = ?`,
   listDeviceInfo: `SELECT ${DEVICE_INFO_COLUMNS} FROM worker_device_info d
     WHERE client_id = ? AND at >= (SELECT at FROM worker_system_info s WHERE s.client_id = d.client_id)
@@ -206,9 +223,26 @@ const SQL = {
 
   // No `since`: the caller passes the earliest Date, so one range scan serves both cases.
   // (id is the rowid, which every SQLite index ends with: the index alone gives the order.)
-  listRequests: `SELECT ${REQUEST_COLUMNS} FROM request_log WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?`,
+  // A user filter is checked on the rows the index yields (no user index: it would cost
+  // every request-log write, and a user's listing stops at its limit).
+  listRequests: `SELECT ${REQUEST_COLUMNS} FROM request_log
+    WHERE at >= @since AND (@userId IS NULL OR user_id = @userId) ORDER BY at DESC, id DESC LIMIT @limit`,
   listRequestsByKey: `SELECT ${REQUEST_COLUMNS} FROM request_log
-    WHERE key_id = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?`,
+    WHERE key_id = @keyId AND at >= @since AND (@userId IS NULL OR user_id = @userId)
+    ORDER BY at DESC, id DESC LIMIT @limit`,
+
+  // Schema v4. An update replaces every field but the key (name, version) and created_at.
+  upsertModel: `INSERT INTO models (name, version, version_code, engine_type, is_active, min_memory_mb,
+      min_gpu_memory_gb, download_url, checksum, expected_size, created_at, updated_at)
+    VALUES (@name, @version, @versionCode, @engineType, @isActive, @minMemoryMb, @minGpuMemoryGb, @downloadUrl,
+      @checksum, @expectedSize, @now, @now)
+    ON CONFLICT (name, version) DO UPDATE SET ${takeExcluded(MODEL_COLUMNS, ['id', 'name', 'version', 'created_at'])}
+    RETURNING ${MODEL_COLUMNS}`,
+  // A NULL filter matches everything; a model without a GPU memory figure fits any device.
+  listModels: `SELECT ${MODEL_COLUMNS} FROM models
+    WHERE (@isActive IS NULL OR is_active = @isActive)
+      AND (@minGpuMemoryGb IS NULL OR min_gpu_memory_gb IS NULL OR min_gpu_memory_gb <= @minGpuMemoryGb)
+    ORDER BY name, version`,
 
   getSetting: 'SELECT value FROM settings WHERE key = ?',
   setSetting:
@@ -231,6 +265,7 @@ interface KeyRow {
   user_id: string
   name: string | null
   access_level: KeyRecord['accessLevel']
+  scope: KeyRecord['scope']
   worker_ids: string
   models: string | null
   rpm_limit: number | null
@@ -245,6 +280,7 @@ interface WorkerRow {
   user_id: string
   name: string | null
   status: WorkerRecord['status']
+  client_status: WorkerClientStatus | null
   os: string | null
   hostname: string | null
   engine_type: string | null
@@ -271,6 +307,11 @@ interface RequestRow {
 
 /** Before any valid `Date` (±8.64e15 ms): `since` when none is given. */
 const NO_LOWER_BOUND_MS = Number.MIN_SAFE_INTEGER
+/** After any valid `Date`: the upper bound of a time range when none is given. */
+const NO_UPPER_BOUND_MS = Number.MAX_SAFE_INTEGER
+/** Before and after every `YYYY-MM-DD` day (text order): a day range's missing bounds. */
+const FIRST_DAY = '0000-00-00'
+const LAST_DAY = '9999-99-99'
 
 const toDate = (ms: number | null): Date | null => (ms === null ? null : new Date(ms))
 const toMs = (date: Date | null | undefined): number | null => (date == null ? null : date.getTime())
@@ -288,6 +329,7 @@ function toKey(row: KeyRow): KeyRecord {
     userId: row.user_id,
     name: row.name,
     accessLevel: row.access_level,
+    scope: row.scope,
     workerIds: JSON.parse(row.worker_ids) as string[],
     models: row.models === null ? null : (JSON.parse(row.models) as string[]),
     rpmLimit: row.rpm_limit,
@@ -304,6 +346,7 @@ function toWorker(row: WorkerRow): WorkerRecord {
     userId: row.user_id,
     name: row.name,
     status: row.status,
+    clientStatus: row.client_status,
     os: row.os,
     hostname: row.hostname,
     engineType: row.engine_type,
@@ -568,6 +611,7 @@ export class SqliteStore implements Store, StoreTelemetry {
         userId: key.userId,
         name: key.name ?? null,
         accessLevel: key.accessLevel,
+        scope: key.scope ?? 'inference',
         workerIds: JSON.stringify(key.workerIds ?? []),
         models: key.models == null ? null : JSON.stringify(key.models),
         rpmLimit: key.rpmLimit ?? null,
@@ -623,7 +667,10 @@ export class SqliteStore implements Store, StoreTelemetry {
   async updateWorker(
     clientId: string,
     fields: Partial<
-      Pick<WorkerRecord, 'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models'>
+      Pick<
+        WorkerRecord,
+        'status' | 'os' | 'hostname' | 'engineType' | 'name' | 'valid' | 'models' | 'clientStatus'
+      >
     >,
   ): Promise<void> {
     return this.#call(() => {
@@ -635,6 +682,8 @@ export class SqliteStore implements Store, StoreTelemetry {
         name: fields.name ?? null,
         hasStatus: has('status'),
         status: fields.status ?? null,
+        hasClientStatus: has('clientStatus'),
+        clientStatus: fields.clientStatus ?? null,
         hasOs: has('os'),
         os: fields.os ?? null,
         hasHostname: has('hostname'),
@@ -685,18 +734,20 @@ export class SqliteStore implements Store, StoreTelemetry {
           userId: filter.userId ?? null,
           model: filter.model ?? null,
           workerId: filter.workerId ?? null,
-          from: filter.from ?? '0000-00-00',
-          to: filter.to ?? '9999-99-99',
+          from: filter.from ?? FIRST_DAY,
+          to: filter.to ?? LAST_DAY,
           limit: clampLimit(filter.limit, 1_000),
         })
         .map((row) => toUsage(row as Record<string, unknown>)),
     )
   }
 
-  async listDailyStats(clientId: string): Promise<DailyStatsRecord[]> {
+  async listDailyStats(clientId: string, range: DayRange = {}): Promise<DailyStatsRecord[]> {
+    const from = dayBound(range.from, 'from') ?? FIRST_DAY
+    const to = dayBound(range.to, 'to') ?? LAST_DAY
     return this.#call(() =>
       this.#statement('listDailyStats')
-        .all(clientId)
+        .all({ clientId, from, to })
         .map((row) => toDailyStats(row as Record<string, unknown>)),
     )
   }
@@ -709,10 +760,12 @@ export class SqliteStore implements Store, StoreTelemetry {
     )
   }
 
-  async listHeartbeats(clientId: string, limit?: number): Promise<HeartbeatRecord[]> {
+  async listHeartbeats(clientId: string, limit?: number, range: TimeRange = {}): Promise<HeartbeatRecord[]> {
+    const from = timeBoundMs(range.from, NO_LOWER_BOUND_MS, 'from')
+    const to = timeBoundMs(range.to, NO_UPPER_BOUND_MS, 'to')
     return this.#call(() =>
       this.#statement('listHeartbeats')
-        .all(clientId, clampLimit(limit))
+        .all({ clientId, from, to, limit: clampLimit(limit) })
         .map((row) => toHeartbeat(row as Record<string, unknown>)),
     )
   }
@@ -738,17 +791,38 @@ export class SqliteStore implements Store, StoreTelemetry {
   }
 
   async listRequests(
-    filter: { keyId?: string; since?: Date; limit?: number } = {},
+    filter: { keyId?: string; userId?: string; since?: Date; limit?: number } = {},
   ): Promise<RequestLogRecord[]> {
     return this.#call(() => {
       const since = filter.since == null ? NO_LOWER_BOUND_MS : sinceMs(filter.since)
-      const limit = clampLimit(filter.limit)
+      const params = { since, userId: filter.userId ?? null, limit: clampLimit(filter.limit) }
       const rows =
         filter.keyId == null
-          ? this.#statement('listRequests').all(since, limit)
-          : this.#statement('listRequestsByKey').all(filter.keyId, since, limit)
+          ? this.#statement('listRequests').all(params)
+          : this.#statement('listRequestsByKey').all({ ...params, keyId: filter.keyId })
       return (rows as RequestRow[]).map(toRequest)
     })
+  }
+
+  async upsertModel(model: NewModel): Promise<ModelRecord> {
+    const values = modelRowValues(model)
+    return this.#call(() => {
+      const row = this.#statement('upsertModel').get({
+        ...values,
+        isActive: values.isActive ? 1 : 0,
+        now: Date.now(),
+      })
+      return toModel(row as Record<string, unknown>)
+    })
+  }
+
+  async listModels(filter: { isActive?: boolean; minGpuMemoryGb?: number } = {}): Promise<ModelRecord[]> {
+    const { isActive, minGpuMemoryGb } = modelFilterValues(filter)
+    return this.#call(() =>
+      this.#statement('listModels')
+        .all({ isActive: isActive === null ? null : isActive ? 1 : 0, minGpuMemoryGb })
+        .map((row) => toModel(row as Record<string, unknown>)),
+    )
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, afterEach, before, describe, test } from 'node:test'
+import Database from 'better-sqlite3'
 import { Client } from 'pg'
 import { ErrorCodes, isFabricError } from '../../src/errors/index.js'
 import type { HeartbeatEvent, UsageEvent } from '../../src/protocol/events.js'
@@ -17,11 +18,14 @@ import {
   LATEST_VERSION,
   MIGRATIONS,
   type NewKey,
+  type NewModel,
   PostgresStore,
   type RequestLogRecord,
   SqliteStore,
   type Store,
   type StoreTelemetry,
+  WORKER_CLIENT_STATUSES,
+  type WorkerRecord,
 } from '../../src/store/index.js'
 import { type ManagedService, startPostgres, unavailable } from '../helpers/services.js'
 
@@ -29,8 +33,12 @@ import { type ManagedService, startPostgres, unavailable } from '../helpers/serv
 type TestStore = Store & StoreTelemetry & { migrate(upTo?: number): Promise<number[]> }
 type NewRequest = Omit<RequestLogRecord, 'id'>
 type OpenStore = (options?: { onQuery?: (sql: string) => void }) => TestStore
-/** Makes a fresh, empty database and returns how to open stores on it (several may share it, like servers). */
-type NewDatabase = () => Promise<OpenStore>
+/**
+ * Makes a fresh, empty database: how to open stores on it (several may share it, like servers),
+ * and how to run raw SQL on it (to write the rows of an older schema, which today's code no
+ * longer can, or to prove a constraint holds).
+ */
+type NewDatabase = () => Promise<{ open: OpenStore; exec: (sql: string) => Promise<void> }>
 
 const HOSTILE = [
   "'; DROP TABLE api_keys; --",
@@ -141,6 +149,28 @@ function gpu(index: number, fields: Partial<GpuMetrics> = {}): GpuMetrics {
   }
 }
 
+function model(name: string, version: string, fields: Partial<NewModel> = {}): NewModel {
+  return {
+    name,
+    version,
+    versionCode: 0,
+    engineType: 0,
+    minMemoryMb: null,
+    minGpuMemoryGb: null,
+    downloadUrl: null,
+    checksum: null,
+    expectedSize: null,
+    ...fields,
+  }
+}
+
+/** A timestamp literal of each dialect's schema (epoch ms in SQLite, timestamptz in PostgreSQL). */
+function timestampSql(kind: Store['kind'], iso: string): string {
+  return kind === 'sqlite' ? String(Date.parse(iso)) : `'${iso}'`
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
 function request(keyId: string, at: string | number, fields: Partial<NewRequest> = {}): NewRequest {
   return {
     at: new Date(at),
@@ -181,10 +211,12 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
   describe(`Store contract: ${name}`, () => {
     const opened: TestStore[] = []
     let openCurrent: OpenStore
+    /** Raw SQL on the database of the last `blank`/`fresh`. */
+    let execCurrent: (sql: string) => Promise<void>
 
     /** A store on a fresh database, not migrated. */
     async function blank(options?: { onQuery?: (sql: string) => void }): Promise<TestStore> {
-      openCurrent = await newDatabase()
+      ;({ open: openCurrent, exec: execCurrent } = await newDatabase())
       return another(options)
     }
     /** A store on a fresh, migrated database. */
@@ -228,36 +260,117 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal(await b.schemaVersion(), LATEST_VERSION)
     })
 
-    test('schema v2 and v3: a v1 database migrates forward and keeps its data', async () => {
-      assert.equal(LATEST_VERSION, 3)
+    test('schema v2 to v4: a v1 database migrates forward and keeps its data', async () => {
+      assert.equal(LATEST_VERSION, 4)
       const store = await blank()
       assert.deepEqual(await store.migrate(1), [1])
       assert.equal(await store.schemaVersion(), 1)
       assert.deepEqual(await store.migrate(1), [])
       const user = await store.createUser('alice')
-      const key = await store.createKey(keyFor(user.id))
+      // Today's key queries name v4's columns: a v1 key is written as v1 code wrote it.
+      const createdAt = '2029-01-02T03:04:05.678Z'
+      await execCurrent(`INSERT INTO api_keys (id, prefix, hash, kind, user_id, created_at)
+        VALUES ('key_v1', 'v1prefix', 'hash-v1', 'api', '${user.id}', ${timestampSql(store.kind, createdAt)})`)
       await store.claimWorker('w1', user.id)
       await store.setSetting('k', 'v')
       // No request_log before v2: the call fails with a typed error, and the store stays usable.
       await assert.rejects(
-        store.recordRequests([request(key.id, '2030-01-01T00:00:00Z')]),
+        store.recordRequests([request('key_v1', '2030-01-01T00:00:00Z')]),
         rejectsWith(ErrorCodes.INTERNAL, false),
       )
       await assert.rejects(store.listRequests(), rejectsWith(ErrorCodes.INTERNAL, false))
 
       // Another server (newer code) migrates the live database; the first store carries on.
-      assert.deepEqual(await another().migrate(), [2, 3])
-      assert.equal(await store.schemaVersion(), 3)
+      assert.deepEqual(await another().migrate(), [2, 3, 4])
+      assert.equal(await store.schemaVersion(), 4)
       assert.deepEqual(await store.migrate(), [])
-      assert.deepEqual(await store.getKey(key.id), key)
+      assert.deepEqual(await store.getKey('key_v1'), {
+        id: 'key_v1',
+        prefix: 'v1prefix',
+        hash: 'hash-v1',
+        kind: 'api',
+        userId: user.id,
+        name: null,
+        accessLevel: 'shared',
+        scope: 'inference',
+        workerIds: [],
+        models: null,
+        rpmLimit: null,
+        tpmLimit: null,
+        expiresAt: null,
+        revokedAt: null,
+        createdAt: new Date(createdAt),
+      })
+      assert.deepEqual(await store.findKeyByPrefix('v1prefix'), await store.getKey('key_v1'))
       assert.deepEqual(await store.getUser(user.id), user)
       assert.equal((await store.getWorker('w1'))?.userId, user.id)
+      assert.equal((await store.getWorker('w1'))?.clientStatus, null)
       assert.equal(await store.getSetting('k'), 'v')
-      const row = request(key.id, '2030-01-01T00:00:00Z', { userId: user.id, workerId: 'w1' })
+      const row = request('key_v1', '2030-01-01T00:00:00Z', { userId: user.id, workerId: 'w1' })
       await store.recordRequests([row])
       assert.deepEqual((await store.listRequests()).map(withoutId), [row])
       assert.deepEqual(await store.migrate(), [])
-      assert.equal(await store.schemaVersion(), 3)
+      assert.equal(await store.schemaVersion(), 4)
+    })
+
+    test('schema v4: a v3 database migrates forward; its keys are inference keys, its workers have no client status', async () => {
+      const store = await blank()
+      assert.deepEqual(await store.migrate(3), [1, 2, 3])
+      const user = await store.createUser('alice')
+      const ts = (iso: string) => timestampSql(store.kind, iso)
+      await execCurrent(`INSERT INTO api_keys (id, prefix, hash, kind, user_id, access_level, rpm_limit, revoked_at, created_at)
+        VALUES ('key_live', 'liveprefix', 'hash-live', 'api', '${user.id}', 'dedicated', 60, NULL, ${ts('2029-01-01T00:00:00.000Z')}),
+          ('key_gone', 'goneprefix', 'hash-gone', 'worker', '${user.id}', 'shared', NULL,
+            ${ts('2029-06-01T00:00:00.000Z')}, ${ts('2029-01-01T00:00:01.000Z')})`)
+      assert.equal(await store.claimWorker('w1', user.id), 'created')
+      assert.equal(await store.claimWorker('w2', user.id), 'created')
+      await execCurrent(
+        "UPDATE workers SET status = 'online', hostname = 'box', os = 'linux' WHERE client_id = 'w1'",
+      )
+      await store.applyTelemetry({ heartbeats: [heartbeat('w1', '2030-05-01T10:00:00.000Z')], usage: [] })
+      // Today's reads of keys, workers and models need v4: a typed error, and the store stays usable.
+      await assert.rejects(store.getKey('key_live'), rejectsWith(ErrorCodes.INTERNAL, false))
+      await assert.rejects(store.getWorker('w1'), rejectsWith(ErrorCodes.INTERNAL, false))
+      await assert.rejects(store.listModels(), rejectsWith(ErrorCodes.INTERNAL, false))
+      await assert.rejects(store.upsertModel(model('m', '1')), rejectsWith(ErrorCodes.INTERNAL, false))
+
+      assert.deepEqual(await another().migrate(), [4])
+      assert.equal(await store.schemaVersion(), 4)
+      const live = (await store.getKey('key_live'))!
+      assert.equal(live.scope, 'inference')
+      assert.equal(live.accessLevel, 'dedicated')
+      assert.equal(live.rpmLimit, 60)
+      assert.equal(live.revokedAt, null)
+      const gone = (await store.findKeyByPrefix('goneprefix'))!
+      assert.equal(gone.scope, 'inference')
+      assert.equal(gone.kind, 'worker')
+      assert.equal(gone.revokedAt?.toISOString(), '2029-06-01T00:00:00.000Z')
+      assert.deepEqual(
+        (await store.listKeys({ userId: user.id })).map((k) => [k.id, k.scope]),
+        [
+          ['key_live', 'inference'],
+          ['key_gone', 'inference'],
+        ],
+      )
+      const workers = await store.listWorkers()
+      assert.deepEqual(
+        workers.map((w) => [w.clientId, w.clientStatus, w.status, w.valid]),
+        [
+          ['w1', null, 'online', true],
+          ['w2', null, 'offline', true],
+        ],
+      )
+      assert.equal(workers[0]!.hostname, 'box')
+      assert.equal((await store.listHeartbeats('w1')).length, 1)
+      assert.deepEqual(await store.listModels(), [])
+
+      // The new columns' CHECKs hold for rows that predate them (SQLite added them by ALTER TABLE).
+      await assert.rejects(execCurrent("UPDATE api_keys SET scope = 'admin' WHERE id = 'key_live'"))
+      await assert.rejects(execCurrent("UPDATE api_keys SET scope = NULL WHERE id = 'key_live'"))
+      await assert.rejects(execCurrent("UPDATE workers SET client_status = 'busy' WHERE client_id = 'w1'"))
+      await execCurrent("UPDATE workers SET client_status = 'maintenance' WHERE client_id = 'w1'")
+      assert.equal((await store.getWorker('w1'))!.clientStatus, 'maintenance')
+      assert.equal((await store.getKey('key_live'))!.scope, 'inference')
     })
 
     test('users: create, get, list, ensure, unique names', async () => {
@@ -395,6 +508,42 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
         (await store.keysRevokedSince(new Date(0))).map((k) => k.id).sort(),
         [key.id, other.id].sort(),
       )
+    })
+
+    test('keys: scope defaults to inference; read and manage round-trip; others are refused', async () => {
+      const store = await fresh()
+      const user = await store.createUser('u')
+      const plain = await store.createKey(keyFor(user.id))
+      assert.equal(plain.scope, 'inference')
+      const given = await store.createKey(keyFor(user.id, { scope: 'inference' }))
+      const read = await store.createKey(keyFor(user.id, { scope: 'read' }))
+      const manage = await store.createKey(keyFor(user.id, { scope: 'manage', accessLevel: 'dedicated' }))
+      assert.deepEqual(
+        [given, read, manage].map((k) => k.scope),
+        ['inference', 'read', 'manage'],
+      )
+      for (const key of [plain, given, read, manage]) {
+        assert.deepEqual(await store.getKey(key.id), key)
+        assert.deepEqual(await store.findKeyByPrefix(key.prefix), key)
+      }
+      assert.deepEqual(
+        (await store.listKeys({ userId: user.id })).map((k) => [k.id, k.scope]).sort(),
+        [plain, given, read, manage].map((k) => [k.id, k.scope]).sort(),
+      )
+      await store.revokeKey(manage.id)
+      assert.deepEqual(
+        (await store.keysRevokedSince(new Date(0))).map((k) => k.scope),
+        ['manage'],
+      )
+
+      for (const scope of ['admin', 'MANAGE', '', INJECTION]) {
+        await assert.rejects(
+          store.createKey(keyFor(user.id, { scope: scope as NewKey['scope'] })),
+          rejectsWith(ErrorCodes.BAD_REQUEST, false),
+          scope,
+        )
+      }
+      assert.equal((await store.listKeys()).length, 4)
     })
 
     test('SQL injection: hostile text is stored and matched literally', async () => {
@@ -542,6 +691,56 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
         ['w-a', 'w-b'],
       )
       assert.deepEqual(await store.listWorkers({ userId: bob.id }), [await store.getWorker('w-c')])
+    })
+
+    test('updateWorker: clientStatus is set, kept by other updates, and cleared by null', async () => {
+      const store = await fresh()
+      const user = await store.createUser('u')
+      await store.claimWorker('w1', user.id)
+      await store.claimWorker('w2', user.id)
+      assert.equal((await store.getWorker('w1'))!.clientStatus, null)
+
+      for (const clientStatus of WORKER_CLIENT_STATUSES) {
+        await store.updateWorker('w1', { clientStatus })
+        assert.equal((await store.getWorker('w1'))!.clientStatus, clientStatus)
+      }
+      await store.updateWorker('w1', { clientStatus: 'maintenance', name: 'box' })
+      // Live status and operator status are separate columns.
+      await store.updateWorker('w1', { status: 'online', valid: false })
+      let worker = (await store.getWorker('w1'))!
+      assert.equal(worker.clientStatus, 'maintenance')
+      assert.equal(worker.status, 'online')
+      assert.equal(worker.valid, false)
+      assert.equal(worker.name, 'box')
+      assert.deepEqual(
+        (await store.listWorkers({ userId: user.id })).map((w) => [w.clientId, w.clientStatus]),
+        [
+          ['w1', 'maintenance'],
+          ['w2', null],
+        ],
+      )
+
+      for (const clientStatus of ['busy', 'Online', '', INJECTION]) {
+        await assert.rejects(
+          store.updateWorker('w1', { clientStatus: clientStatus as WorkerRecord['clientStatus'] }),
+          rejectsWith(ErrorCodes.BAD_REQUEST, false),
+          clientStatus,
+        )
+      }
+      assert.equal(
+        (await store.getWorker('w1'))!.clientStatus,
+        'maintenance',
+        'a refused update changes nothing',
+      )
+
+      await store.updateWorker('w1', { clientStatus: null })
+      worker = (await store.getWorker('w1'))!
+      assert.equal(worker.clientStatus, null)
+      assert.equal(worker.status, 'online')
+      await assert.rejects(
+        store.updateWorker('w-missing', { clientStatus: 'active' }),
+        rejectsWith(ErrorCodes.NOT_FOUND),
+      )
     })
 
     test('applyTelemetry stores heartbeats and folds them into daily statistics', async () => {
@@ -827,6 +1026,102 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal((await store.listUsage()).length, 2)
     })
 
+    test('listDailyStats: an inclusive day range, either end optional', async () => {
+      const store = await fresh()
+      const days = ['2030-04-30', '2030-05-01', '2030-05-02', '2030-05-03', '2030-05-05']
+      await store.applyTelemetry({
+        heartbeats: [
+          ...days.map((day) => heartbeat('w1', `${day}T23:59:59.999Z`, { cpuPercent: 10 })),
+          heartbeat('w1', '2030-05-02T00:00:00.000Z'),
+          heartbeat('w2', '2030-05-02T12:00:00.000Z'),
+        ],
+        usage: [],
+      })
+      const listed = async (range?: { from?: string; to?: string }) =>
+        (await store.listDailyStats('w1', range)).map((d) => d.day)
+      assert.deepEqual(await listed(), days)
+      assert.deepEqual(await listed({}), days)
+      assert.deepEqual(await listed({ from: '2030-05-01', to: '2030-05-03' }), days.slice(1, 4))
+      assert.deepEqual(await listed({ from: '2030-05-02' }), days.slice(2))
+      assert.deepEqual(await listed({ to: '2030-05-02' }), days.slice(0, 3))
+      assert.deepEqual(await listed({ from: '2030-05-02', to: '2030-05-02' }), ['2030-05-02'])
+      assert.deepEqual(await listed({ from: '2030-05-04', to: '2030-05-04' }), [])
+      assert.deepEqual(await listed({ from: '2030-05-03', to: '2030-05-01' }), [])
+      assert.deepEqual(await listed({ from: undefined, to: '2030-04-30' }), ['2030-04-30'])
+      const [day] = await store.listDailyStats('w1', { from: '2030-05-02', to: '2030-05-02' })
+      assert.equal(day!.heartbeats, 2)
+      assert.deepEqual(await store.listDailyStats('w1'), [
+        ...(await store.listDailyStats('w1', { to: '2030-05-02' })),
+        ...(await store.listDailyStats('w1', { from: '2030-05-03' })),
+      ])
+      assert.deepEqual(
+        (await store.listDailyStats('w2', { from: '2030-05-01', to: '2030-05-03' })).map((d) => d.day),
+        ['2030-05-02'],
+      )
+      for (const bad of [
+        '2030-5-2',
+        '2030-02-30',
+        '2030-13-01',
+        'today',
+        INJECTION,
+        '2030-05-02T00:00:00Z',
+      ]) {
+        await assert.rejects(
+          store.listDailyStats('w1', { from: bad }),
+          rejectsWith(ErrorCodes.BAD_REQUEST, false),
+          bad,
+        )
+        await assert.rejects(
+          store.listDailyStats('w1', { to: bad }),
+          rejectsWith(ErrorCodes.BAD_REQUEST, false),
+        )
+      }
+    })
+
+    test('listHeartbeats: an inclusive time range, newest first, the limit still applies', async () => {
+      const store = await fresh()
+      const base = Date.parse('2030-05-01T10:00:00.000Z')
+      const at = (i: number) => new Date(base + i * 1000)
+      await store.applyTelemetry({
+        heartbeats: [
+          ...Array.from({ length: 6 }, (_, i) => heartbeat('w1', at(i).toISOString(), { cpuPercent: i })),
+          heartbeat('w2', at(2).toISOString()),
+        ],
+        usage: [],
+      })
+      const listed = async (limit?: number, range?: { from?: Date; to?: Date }) =>
+        (await store.listHeartbeats('w1', limit, range)).map((h) => (h.at.getTime() - base) / 1000)
+      assert.deepEqual(await listed(), [5, 4, 3, 2, 1, 0])
+      assert.deepEqual(await listed(undefined, {}), [5, 4, 3, 2, 1, 0])
+      assert.deepEqual(
+        await listed(undefined, { from: at(1), to: at(3) }),
+        [3, 2, 1],
+        'both bounds inclusive',
+      )
+      assert.deepEqual(await listed(undefined, { from: new Date(at(1).getTime() + 1), to: at(3) }), [3, 2])
+      assert.deepEqual(await listed(undefined, { from: at(1), to: new Date(at(3).getTime() - 1) }), [2, 1])
+      assert.deepEqual(await listed(undefined, { from: at(4) }), [5, 4])
+      assert.deepEqual(await listed(undefined, { to: at(1) }), [1, 0])
+      assert.deepEqual(await listed(undefined, { from: at(2), to: at(2) }), [2])
+      assert.deepEqual(await listed(undefined, { from: at(3), to: at(1) }), [])
+      assert.deepEqual(await listed(2, { from: at(1), to: at(4) }), [4, 3], 'the newest rows of the range')
+      assert.deepEqual(await listed(0, { from: at(1) }), [])
+      const [row] = await store.listHeartbeats('w1', 1, { to: at(2) })
+      assert.equal(row!.cpuPercent, 2)
+      assert.deepEqual(
+        (await store.listHeartbeats('w2', undefined, { from: at(0), to: at(5) })).map((h) => h.clientId),
+        ['w2'],
+      )
+      await assert.rejects(
+        store.listHeartbeats('w1', 10, { from: new Date(Number.NaN) }),
+        rejectsWith(ErrorCodes.BAD_REQUEST, false),
+      )
+      await assert.rejects(
+        store.listHeartbeats('w1', 10, { to: new Date(Number.NaN) }),
+        rejectsWith(ErrorCodes.BAD_REQUEST, false),
+      )
+    })
+
     test('request log: a batch of 1200 rows, listed newest first with filters and limits', async () => {
       const seen: string[] = []
       const store = await fresh({ onQuery: (sql) => seen.push(sql) })
@@ -885,6 +1180,26 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       )
       assert.deepEqual(await store.listRequests({ since: new Date(base + 1200 * 1000) }), [])
       assert.equal((await store.listRequests({ since: new Date(0), limit: 10_000 })).length, 1200)
+
+      // userId keeps that user's rows (rows without a user are nobody's), alone or with the other filters.
+      const user1 = await store.listRequests({ userId: 'usr_1', limit: 10_000 })
+      assert.equal(user1.length, 200)
+      assert.deepEqual(
+        user1,
+        all.filter((r) => r.userId === 'usr_1'),
+      )
+      assert.deepEqual(await store.listRequests({ userId: 'usr_1', limit: 5 }), user1.slice(0, 5))
+      assert.deepEqual(
+        await store.listRequests({ userId: 'usr_1', keyId: 'key_1', limit: 10_000 }),
+        user1.filter((r) => r.keyId === 'key_1'),
+      )
+      assert.deepEqual(await store.listRequests({ userId: 'usr_1', keyId: 'key_0', limit: 10_000 }), [])
+      assert.deepEqual(
+        await store.listRequests({ userId: 'usr_1', since, limit: 10_000 }),
+        late.filter((r) => r.userId === 'usr_1'),
+      )
+      assert.deepEqual(await store.listRequests({ userId: 'usr_none' }), [])
+      assert.deepEqual(await store.listRequests({ userId: INJECTION }), [])
     })
 
     test('request log: same-instant rows list last recorded first; limit is capped at 10 000', async () => {
@@ -1026,6 +1341,130 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal(await store.getSetting('empty'), '')
     })
 
+    test('models: upsert creates, then updates by name and version, keeping id and created_at', async () => {
+      const store = await fresh()
+      const t0 = Date.now()
+      const first = await store.upsertModel(
+        model('llama3', '8b', {
+          versionCode: 3,
+          engineType: 2,
+          isActive: false,
+          minMemoryMb: 16_384,
+          minGpuMemoryGb: 7.5,
+          downloadUrl: 'https://example.com/llama3-8b.gguf?x=1&y=2',
+          checksum: `sha256:${'ab'.repeat(32)}`,
+          expectedSize: 5 * 1024 ** 3,
+        }),
+      )
+      assert.ok(Number.isSafeInteger(first.id) && first.id > 0)
+      assert.deepEqual(
+        { ...first, id: 0, createdAt: null, updatedAt: null },
+        {
+          id: 0,
+          name: 'llama3',
+          version: '8b',
+          versionCode: 3,
+          engineType: 2,
+          isActive: false,
+          minMemoryMb: 16_384,
+          minGpuMemoryGb: 7.5,
+          downloadUrl: 'https://example.com/llama3-8b.gguf?x=1&y=2',
+          checksum: `sha256:${'ab'.repeat(32)}`,
+          expectedSize: 5 * 1024 ** 3,
+          createdAt: null,
+          updatedAt: null,
+        },
+      )
+      assert.ok(first.createdAt.getTime() >= t0 && first.createdAt.getTime() <= Date.now())
+      assert.equal(first.updatedAt.getTime(), first.createdAt.getTime())
+      assert.deepEqual(await store.listModels(), [first])
+
+      // An update replaces every field (isActive left out is true again), by name and version.
+      await sleep(5)
+      const updated = await store.upsertModel(model('llama3', '8b', { versionCode: 4, minGpuMemoryGb: 8 }))
+      assert.equal(updated.id, first.id)
+      assert.equal(updated.createdAt.getTime(), first.createdAt.getTime())
+      assert.ok(updated.updatedAt.getTime() > first.updatedAt.getTime(), 'updated_at moves')
+      assert.deepEqual(
+        [
+          updated.versionCode,
+          updated.engineType,
+          updated.isActive,
+          updated.minMemoryMb,
+          updated.minGpuMemoryGb,
+        ],
+        [4, 0, true, null, 8],
+      )
+      assert.deepEqual([updated.downloadUrl, updated.checksum, updated.expectedSize], [null, null, null])
+      assert.deepEqual(await store.listModels(), [updated])
+
+      // Another version of the same name is another entry; the first one is untouched.
+      const other = await store.upsertModel(model('llama3', '70b', { versionCode: 1 }))
+      assert.notEqual(other.id, first.id)
+      assert.deepEqual(await store.listModels(), [other, updated])
+      assert.deepEqual(
+        await store.upsertModel(model('llama3', '8b', { versionCode: 4, minGpuMemoryGb: 8 })),
+        {
+          ...updated,
+          updatedAt: (await store.listModels())[1]!.updatedAt,
+        },
+      )
+
+      // Values a column cannot hold are refused by both adapters, and change nothing.
+      await assert.rejects(
+        store.upsertModel(model('llama3', '8b', { versionCode: 1.5 })),
+        rejectsWith(ErrorCodes.BAD_REQUEST, false),
+      )
+      await assert.rejects(
+        store.upsertModel(model(null as unknown as string, '1')),
+        rejectsWith(ErrorCodes.BAD_REQUEST, false),
+      )
+      assert.equal((await store.listModels()).length, 2)
+      assert.equal((await store.listModels())[1]!.versionCode, 4)
+    })
+
+    test('models: listed by name then version; filters on active and GPU memory', async () => {
+      const store = await fresh()
+      assert.deepEqual(await store.listModels(), [])
+      const add = (name: string, version: string, fields: Partial<NewModel> = {}) =>
+        store.upsertModel(model(name, version, fields))
+      const qwen = await add('qwen2.5', '7b', { minGpuMemoryGb: 8 })
+      const big = await add('llama3', '70b', { minGpuMemoryGb: 40.5 })
+      const small = await add('llama3', '8b', { minGpuMemoryGb: 8, isActive: false })
+      const any = await add('llama3', '1b')
+      const upper = await add('Mistral', '7b', { minGpuMemoryGb: 0 })
+      const hostile = await add(INJECTION, "1'; --", { minGpuMemoryGb: 1 })
+      const names = (models: { name: string; version: string }[]) =>
+        models.map((m) => `${m.name}:${m.version}`)
+
+      // Byte order (as SQLite sorts text; PostgreSQL is told to sort alike).
+      const all = await store.listModels()
+      assert.deepEqual(names(all), names([hostile, upper, any, big, small, qwen]))
+      assert.deepEqual(await store.listModels({}), all)
+      assert.deepEqual(
+        names(await store.listModels({ isActive: true })),
+        names([hostile, upper, any, big, qwen]),
+      )
+      assert.deepEqual(names(await store.listModels({ isActive: false })), names([small]))
+      // At most that much GPU memory, the bound included; a model without a figure always fits.
+      assert.deepEqual(
+        names(await store.listModels({ minGpuMemoryGb: 8 })),
+        names([hostile, upper, any, small, qwen]),
+      )
+      assert.deepEqual(names(await store.listModels({ minGpuMemoryGb: 7.99 })), names([hostile, upper, any]))
+      assert.deepEqual(names(await store.listModels({ minGpuMemoryGb: 0 })), names([upper, any]))
+      assert.deepEqual(names(await store.listModels({ minGpuMemoryGb: 40.5 })), names(all))
+      assert.deepEqual(
+        names(await store.listModels({ minGpuMemoryGb: 8, isActive: true })),
+        names([hostile, upper, any, qwen]),
+      )
+      assert.deepEqual(names(await store.listModels({ minGpuMemoryGb: 1, isActive: false })), [])
+      await assert.rejects(
+        store.listModels({ minGpuMemoryGb: Number.NaN }),
+        rejectsWith(ErrorCodes.BAD_REQUEST, false),
+      )
+    })
+
     test('onQuery sees every query: one per simple call', async () => {
       const seen: string[] = []
       const store = await fresh({ onQuery: (sql) => seen.push(sql) })
@@ -1050,7 +1489,11 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       assert.equal(await count(() => store.claimWorker('w', user.id)), 1)
       assert.equal(await count(() => store.claimWorker('w', user.id)), 2)
       assert.equal(await count(() => store.updateWorker('w', { status: 'online' })), 1)
+      assert.equal(await count(() => store.updateWorker('w', { clientStatus: 'maintenance' })), 1)
       assert.equal(await count(() => store.revokeKey(key.id)), 1)
+      assert.equal(await count(() => store.upsertModel(model('m', '1'))), 1)
+      assert.equal(await count(() => store.upsertModel(model('m', '1'))), 1)
+      assert.equal(await count(() => store.listModels({ isActive: true, minGpuMemoryGb: 8 })), 1)
       assert.equal(await count(() => store.applyTelemetry({ heartbeats: [], usage: [] })), 0)
       const batch = await count(() =>
         store.applyTelemetry({
@@ -1059,6 +1502,8 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
         }),
       )
       assert.ok(batch >= 1 && batch <= 12, `a batch of 3 costs ${batch} queries`)
+      assert.equal(await count(() => store.listDailyStats('w', { from: '2030-01-01', to: '2030-01-02' })), 1)
+      assert.equal(await count(() => store.listHeartbeats('w', 5, { from: new Date(0), to: new Date() })), 1)
       assert.equal(await count(() => store.recordRequests([])), 0)
       assert.equal(
         await count(() =>
@@ -1071,6 +1516,7 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       )
       assert.equal(await count(() => store.listRequests()), 1)
       assert.equal(await count(() => store.listRequests({ keyId: key.id, since: new Date(0), limit: 5 })), 1)
+      assert.equal(await count(() => store.listRequests({ userId: user.id, keyId: key.id, limit: 5 })), 1)
     })
 
     test('a closed store refuses calls with a typed error', async () => {
@@ -1096,7 +1542,17 @@ let sqliteCount = 0
 storeContract('sqlite', async () => {
   // A nested, missing directory: the adapter creates it.
   const path = join(sqliteRoot, `db-${++sqliteCount}`, 'data', 'store.sqlite')
-  return (options) => new SqliteStore({ path, onQuery: options?.onQuery })
+  return {
+    open: (options) => new SqliteStore({ path, onQuery: options?.onQuery }),
+    exec: async (sql) => {
+      const db = new Database(path)
+      try {
+        db.exec(sql)
+      } finally {
+        db.close()
+      }
+    },
+  }
 })
 
 // ---- PostgreSQL: one server for the file, a fresh schema per test ----
@@ -1137,7 +1593,19 @@ describe('PostgreSQL', { skip: pgMissing ?? false }, () => {
 
   storeContract('postgres', async () => {
     const url = await newPgDatabase()
-    return (options) => new PostgresStore({ url, onQuery: options?.onQuery })
+    return {
+      open: (options) => new PostgresStore({ url, onQuery: options?.onQuery }),
+      exec: async (sql) => {
+        const client = new Client({ connectionString: url })
+        client.on('error', () => undefined)
+        await client.connect()
+        try {
+          await client.query(sql)
+        } finally {
+          await client.end()
+        }
+      },
+    }
   })
 
   test('a stopped database fails calls fast and retryably; the same store recovers when it is back', async () => {

@@ -47,11 +47,18 @@ describe('keys on the embedded store (SQLite, in-process cache)', () => {
     }
   })
 
-  test('the management API needs the admin key; API keys are not enough', async () => {
+  test('the management API needs the admin key; API keys without a management scope are not enough', async () => {
     const res = await fetch(`${server.apiUrl}/api/v1/keys`, {
       headers: { authorization: `Bearer ${STATIC_KEY}` },
     })
-    assert.equal(res.status, 401)
+    // A valid key without the right: 403, saying which scope is missing (a wrong key is 401).
+    assert.equal(res.status, 403)
+    assert.match(await res.text(), /scope/)
+    const wrong = await fetch(`${server.apiUrl}/api/v1/keys`, {
+      headers: { authorization: 'Bearer gpuf_wrong' },
+    })
+    assert.equal(wrong.status, 401)
+    await wrong.arrayBuffer()
     assert.equal((await admin(server, 'GET', '/api/v1/keys')).status, 200)
   })
 

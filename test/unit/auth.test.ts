@@ -59,6 +59,7 @@ function record(key: ReturnType<typeof mintKey>, extra: Partial<KeyRecord> = {})
     userId: 'usr_1',
     name: null,
     accessLevel: 'shared',
+    scope: 'inference',
     workerIds: [],
     models: null,
     rpmLimit: null,
