@@ -18,7 +18,7 @@ import type {
   WorkerRecord,
 } from '../../store/index.js'
 import { WORKER_CLIENT_STATUSES } from '../../store/index.js'
-import { type Caller, requireAdmin } from './access.js'
+import { type Caller, requireAdmin, requireManage } from './access.js'
 import type { ApiApp, ApiDeps } from './app.js'
 import { openapi } from './openapi.js'
 import { Day } from './schemas.js'
@@ -73,6 +73,11 @@ const FAILURES = {
 const ok = <T extends z.ZodType>(schema: T, name: string, description: string) => ({
   200: { content: { 'application/json': { schema: Envelope(schema, name) } }, description },
   ...FAILURES,
+})
+
+/** A required JSON body validated by `schema`. */
+const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  body: { required: true, content: { 'application/json': { schema } } },
 })
 
 function route<R extends RouteConfig>(config: R): R {
@@ -369,35 +374,24 @@ export function registerSeedRoutes(app: ApiApp, deps: ApiDeps): void {
       method: 'post',
       path: '/api/user/insert_client',
       summary: 'Register a client (worker) for a user before it first logs in',
-      request: {
-        body: {
-          required: true,
-          content: {
-            'application/json': {
-              schema: z.object({
-                user_id: z.string().min(1).max(32).openapi({ example: 'alice' }),
-                client_id: z
-                  .string()
-                  .regex(/^[0-9a-fA-F]{32}$/, 'must be 32 hexadecimal characters')
-                  .openapi({ example: '0123456789abcdef0123456789abcdef' }),
-                client_status: ClientStatus,
-                os_type: z.string().max(64).optional(),
-                name: z.string().min(1).max(32).openapi({ example: 'rig-1' }),
-              }),
-            },
-          },
-        },
-      },
+      request: jsonBody(
+        z.object({
+          user_id: z.string().min(1).max(32).openapi({ example: 'alice' }),
+          client_id: z
+            .string()
+            .regex(/^[0-9a-fA-F]{32}$/, 'must be 32 hexadecimal characters')
+            .openapi({ example: '0123456789abcdef0123456789abcdef' }),
+          client_status: ClientStatus,
+          os_type: z.string().max(64).optional(),
+          name: z.string().min(1).max(32).openapi({ example: 'rig-1' }),
+        }),
+      ),
       responses: ok(z.array(z.unknown()).max(0), 'SeedInsertClient', 'registered'),
     }),
     async (c) => {
       const b = c.req.valid('json')
       const caller = c.get('caller')
-      if (caller.role === 'user' && caller.scope !== 'manage')
-        throw new FabricError(
-          ErrorCodes.FORBIDDEN,
-          'registering a client needs the admin key or a key with scope manage',
-        )
+      requireManage(caller, 'registering a client')
       const user = await userFor(caller, b.user_id, caller.role === 'admin')
       const clientId = b.client_id.toLowerCase()
       const claim = await store().claimWorker(clientId, user.id)
@@ -418,33 +412,22 @@ export function registerSeedRoutes(app: ApiApp, deps: ApiDeps): void {
       method: 'post',
       path: '/api/user/edit_client_info',
       summary: "Change a client's name, OS, status or validity (partial update)",
-      request: {
-        body: {
-          required: true,
-          content: {
-            'application/json': {
-              schema: z.object({
-                user_id: UserId,
-                client_id: ClientId,
-                os_type: z.string().max(50).optional(),
-                name: z.string().max(255).optional(),
-                client_status: ClientStatus.optional(),
-                valid_status: ValidStatus.optional(),
-              }),
-            },
-          },
-        },
-      },
+      request: jsonBody(
+        z.object({
+          user_id: UserId,
+          client_id: ClientId,
+          os_type: z.string().max(50).optional(),
+          name: z.string().max(255).optional(),
+          client_status: ClientStatus.optional(),
+          valid_status: ValidStatus.optional(),
+        }),
+      ),
       responses: ok(z.null(), 'SeedEditClient', 'changed'),
     }),
     async (c) => {
       const b = c.req.valid('json')
       const caller = c.get('caller')
-      if (caller.role === 'user' && caller.scope !== 'manage')
-        throw new FabricError(
-          ErrorCodes.FORBIDDEN,
-          'editing a client needs the admin key or a key with scope manage',
-        )
+      requireManage(caller, 'editing a client')
       const worker = await ownWorker(caller, b.user_id, b.client_id)
       await store().updateWorker(worker.clientId, {
         ...(b.os_type === undefined ? {} : { os: b.os_type }),
@@ -584,31 +567,24 @@ export function registerSeedRoutes(app: ApiApp, deps: ApiDeps): void {
       method: 'post',
       path: '/api/models/insert',
       summary: 'Create or update a catalogue model by name + version (admin)',
-      request: {
-        body: {
-          required: true,
-          content: {
-            'application/json': {
-              schema: z.object({
-                name: z.string().trim().min(1).max(512).openapi({ example: 'llama3.2' }),
-                version: z.string().trim().min(1).max(128).openapi({ example: '1.0' }),
-                version_code: z.number().int().min(0).max(2_147_483_647),
-                engine_type: z.number().int().min(0).max(2_147_483_647),
-                is_active: z.boolean().optional(),
-                min_memory_mb: z.number().int().min(0).max(1e12).nullable().optional(),
-                min_gpu_memory_gb: z.number().min(0).max(1e6).nullable().optional(),
-                download_url: z.url().max(2048).nullable().optional(),
-                checksum: z
-                  .string()
-                  .regex(/^sha256:[0-9a-fA-F]{64}$/, 'must be sha256:<64 hex>')
-                  .nullable()
-                  .optional(),
-                expected_size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable().optional(),
-              }),
-            },
-          },
-        },
-      },
+      request: jsonBody(
+        z.object({
+          name: z.string().trim().min(1).max(512).openapi({ example: 'llama3.2' }),
+          version: z.string().trim().min(1).max(128).openapi({ example: '1.0' }),
+          version_code: z.number().int().min(0).max(2_147_483_647),
+          engine_type: z.number().int().min(0).max(2_147_483_647),
+          is_active: z.boolean().optional(),
+          min_memory_mb: z.number().int().min(0).max(1e12).nullable().optional(),
+          min_gpu_memory_gb: z.number().min(0).max(1e6).nullable().optional(),
+          download_url: z.url().max(2048).nullable().optional(),
+          checksum: z
+            .string()
+            .regex(/^sha256:[0-9a-fA-F]{64}$/, 'must be sha256:<64 hex>')
+            .nullable()
+            .optional(),
+          expected_size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+        }),
+      ),
       responses: ok(z.null(), 'SeedModelInsert', 'stored'),
     }),
     async (c) => {
