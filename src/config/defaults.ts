@@ -59,6 +59,8 @@ export const LIMITS = {
   maxAuthFailureEntries: 100_000,
   /** Largest management API request body. */
   maxApiBodyBytes: 64 * 1024,
+  /** Deepest nesting of arrays and objects in a management API body (deeper: 400, never parsed further). */
+  maxApiJsonDepth: 32,
   /** Workers attempted for one request before giving up (retries happen only before the first response byte). */
   maxAttemptsPerRequest: 3,
   /**

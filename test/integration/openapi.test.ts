@@ -243,3 +243,29 @@ test("a malformed body and a wrong type answer 400 in the route family's shape",
   assert.equal((seed.body as { success: boolean }).success, false)
   assert.match((seed.body as { message: string }).message, /version_code/)
 })
+
+test('a deeply nested body answers 400 on every route that takes a body, never 500', async () => {
+  const deep = (n: number) => `{"name":${'['.repeat(n)}${']'.repeat(n)}}`
+  for (const [method, path, op] of operations()) {
+    if (op.requestBody === undefined) continue
+    const call = await VALID[`${method} ${path}`]!()
+    for (const n of [40, 5_000, 20_000]) {
+      const res = await fetch(`${server.apiUrl}${call.path}`, {
+        method: method.toUpperCase(),
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: deep(n),
+      })
+      const text = await res.text()
+      assert.ok(
+        res.status === 400 || res.status === 413,
+        `${method} ${path} nested ${n}: ${res.status} ${text.slice(0, 200)}`,
+      )
+    }
+  }
+  // Brackets inside strings are not nesting.
+  const res = await send('post', {
+    path: '/api/v1/users',
+    body: { name: '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[' },
+  })
+  assert.equal(res.status, 201)
+})

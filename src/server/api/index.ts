@@ -128,6 +128,10 @@ async function answer(app: ApiApp, req: IncomingMessage, res: ServerResponse): P
   let body: Buffer | undefined
   if (method === 'GET' || method === 'HEAD') req.resume()
   else body = await readBody(req)
+  // Nothing the API takes is nested deeply; a deeper body would only exhaust the stack of
+  // whatever walks it (JSON.stringify, validation), so it is refused before anything does.
+  if (body !== undefined && jsonDepthExceeds(body, LIMITS.maxApiJsonDepth))
+    throw new FabricError(ErrorCodes.BAD_REQUEST, `body nests deeper than ${LIMITS.maxApiJsonDepth} levels`)
   const headers = new Headers()
   for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
     try {
@@ -182,4 +186,25 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       if (size <= MAX_BODY) resolve(Buffer.concat(chunks))
     })
   })
+}
+
+/**
+ * Whether a JSON text nests arrays and objects deeper than `max` (brackets inside strings do
+ * not count). One pass over the bytes, no parsing; meaningful for any text, valid JSON or not.
+ */
+export function jsonDepthExceeds(text: Uint8Array, max: number): boolean {
+  let depth = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (inString) {
+      if (c === 0x5c)
+        i++ // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false
+    } else if (c === 0x22) inString = true
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true
+    } else if (c === 0x5d || c === 0x7d) depth--
+  }
+  return false
 }
