@@ -1,5 +1,5 @@
 import { ErrorCodes, FabricError } from '../errors/index.js'
-import type { AccessLevel, KeyKind, KeyRecord, KeyScope, Store } from '../store/index.js'
+import type { AccessLevel, KeyChanges, KeyKind, KeyRecord, KeyScope, Store } from '../store/index.js'
 import { mintKey } from './keys.js'
 import { DEFAULT_USER } from './workers.js'
 
@@ -103,6 +103,26 @@ export class KeyManager {
     const record = await this.#store.getKey(id)
     if (record === undefined || !(await this.#store.revokeKey(id))) return undefined
     await this.#onRevoked(record)
+    return record
+  }
+
+  /**
+   * Changes an active key's label and limits. Every cache forgets the key (as for a
+   * revocation), so the new limits hold at once here and, through the shared cache's pub/sub,
+   * on the other servers. Resolves with the key as it is now, or undefined when there is no
+   * such active key.
+   */
+  async update(id: string, changes: KeyChanges): Promise<KeyRecord | undefined> {
+    for (const [label, value] of [
+      ['rpmLimit', changes.rpmLimit],
+      ['tpmLimit', changes.tpmLimit],
+    ] as const) {
+      if (value !== undefined && value !== null && (!Number.isInteger(value) || value <= 0)) {
+        throw new FabricError(ErrorCodes.BAD_REQUEST, `${label} must be a positive integer`)
+      }
+    }
+    const record = await this.#store.updateKey(id, changes)
+    if (record !== undefined) await this.#onRevoked(record)
     return record
   }
 

@@ -66,6 +66,9 @@ export interface KeyRecord {
 }
 
 /** Fields given when creating a key (id and createdAt are set by the store). */
+/** What `updateKey` may change. */
+export type KeyChanges = Partial<Pick<KeyRecord, 'name' | 'models' | 'rpmLimit' | 'tpmLimit' | 'expiresAt'>>
+
 export type NewKey = Omit<KeyRecord, 'id' | 'createdAt' | 'revokedAt' | 'scope'> & {
   readonly id?: string
   /** @default 'inference' */
@@ -133,6 +136,11 @@ export interface Store {
   listKeys(filter?: { userId?: string; kind?: KeyKind }): Promise<KeyRecord[]>
   /** Marks a key revoked; false when no such key or already revoked. */
   revokeKey(id: string, at?: Date): Promise<boolean>
+  /**
+   * Changes an active key's label and limits (fields absent stay; null clears). Resolves with
+   * the key as it is now, or undefined when there is no such active key.
+   */
+  updateKey(id: string, fields: KeyChanges): Promise<KeyRecord | undefined>
   /** Keys revoked after `since` (for invalidating caches without a message bus). */
   keysRevokedSince(since: Date): Promise<KeyRecord[]>
 

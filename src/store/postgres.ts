@@ -9,6 +9,7 @@ import { ErrorCodes, FabricError } from '../errors/index.js'
 import type {
   ClaimResult,
   HeartbeatRecord,
+  KeyChanges,
   KeyKind,
   KeyRecord,
   ModelRecord,
@@ -115,6 +116,15 @@ const SQL = {
     WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR kind = $2)
     ORDER BY created_at, id`,
   revokeKey: 'UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL',
+  // Flags say which fields were given (as in updateWorker), so NULL can clear a limit.
+  updateKey: `UPDATE api_keys SET
+      name = CASE WHEN $2::boolean THEN $3::text ELSE name END,
+      models = CASE WHEN $4::boolean THEN $5::text[] ELSE models END,
+      rpm_limit = CASE WHEN $6::boolean THEN $7::integer ELSE rpm_limit END,
+      tpm_limit = CASE WHEN $8::boolean THEN $9::bigint ELSE tpm_limit END,
+      expires_at = CASE WHEN $10::boolean THEN $11::timestamptz ELSE expires_at END
+    WHERE id = $1 AND revoked_at IS NULL
+    RETURNING ${KEY_COLUMNS}`,
   keysRevokedSince: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE revoked_at >= $1 ORDER BY revoked_at, id`,
 
   claimWorker: `INSERT INTO workers (client_id, user_id, first_seen_at, last_seen_at) VALUES ($1, $2, $3, $3)
@@ -637,6 +647,23 @@ export class PostgresStore implements Store, StoreTelemetry {
 
   async revokeKey(id: string, at: Date = new Date()): Promise<boolean> {
     return (await this.#query('revokeKey', [at, id])).rowCount === 1
+  }
+
+  async updateKey(id: string, fields: KeyChanges): Promise<KeyRecord | undefined> {
+    const row = await this.#one<KeyRow>('updateKey', [
+      id,
+      fields.name !== undefined,
+      fields.name ?? null,
+      fields.models !== undefined,
+      fields.models ?? null,
+      fields.rpmLimit !== undefined,
+      fields.rpmLimit ?? null,
+      fields.tpmLimit !== undefined,
+      fields.tpmLimit ?? null,
+      fields.expiresAt !== undefined,
+      fields.expiresAt ?? null,
+    ])
+    return row === undefined ? undefined : toKey(row)
   }
 
   /** Keys revoked at or after `since` (inclusive: a poller cannot miss one revoked in the same millisecond). */

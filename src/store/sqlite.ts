@@ -10,6 +10,7 @@ import { ErrorCodes, FabricError } from '../errors/index.js'
 import type {
   ClaimResult,
   HeartbeatRecord,
+  KeyChanges,
   KeyKind,
   KeyRecord,
   ModelRecord,
@@ -127,6 +128,15 @@ const SQL = {
     WHERE (@userId IS NULL OR user_id = @userId) AND (@kind IS NULL OR kind = @kind)
     ORDER BY created_at, id`,
   revokeKey: 'UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL',
+  // Flags say which fields were given (as in updateWorker), so NULL can clear a limit.
+  updateKey: `UPDATE api_keys SET
+      name = CASE WHEN @hasName THEN @name ELSE name END,
+      models = CASE WHEN @hasModels THEN @models ELSE models END,
+      rpm_limit = CASE WHEN @hasRpmLimit THEN @rpmLimit ELSE rpm_limit END,
+      tpm_limit = CASE WHEN @hasTpmLimit THEN @tpmLimit ELSE tpm_limit END,
+      expires_at = CASE WHEN @hasExpiresAt THEN @expiresAt ELSE expires_at END
+    WHERE id = @id AND revoked_at IS NULL
+    RETURNING ${KEY_COLUMNS}`,
   keysRevokedSince: `SELECT ${KEY_COLUMNS} FROM api_keys WHERE revoked_at >= ? ORDER BY revoked_at, id`,
 
   claimWorker: `INSERT INTO workers (client_id, user_id, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
@@ -646,6 +656,25 @@ export class SqliteStore implements Store, StoreTelemetry {
 
   async revokeKey(id: string, at: Date = new Date()): Promise<boolean> {
     return this.#call(() => this.#statement('revokeKey').run(at.getTime(), id).changes === 1)
+  }
+
+  async updateKey(id: string, fields: KeyChanges): Promise<KeyRecord | undefined> {
+    return this.#call(() => {
+      const row = this.#statement('updateKey').get({
+        id,
+        hasName: fields.name === undefined ? 0 : 1,
+        name: fields.name ?? null,
+        hasModels: fields.models === undefined ? 0 : 1,
+        models: fields.models == null ? null : JSON.stringify(fields.models),
+        hasRpmLimit: fields.rpmLimit === undefined ? 0 : 1,
+        rpmLimit: fields.rpmLimit ?? null,
+        hasTpmLimit: fields.tpmLimit === undefined ? 0 : 1,
+        tpmLimit: fields.tpmLimit ?? null,
+        hasExpiresAt: fields.expiresAt === undefined ? 0 : 1,
+        expiresAt: toMs(fields.expiresAt),
+      }) as KeyRow | undefined
+      return row === undefined ? undefined : toKey(row)
+    })
   }
 
   /** Keys revoked at or after `since` (inclusive: a poller cannot miss one revoked in the same millisecond). */

@@ -510,6 +510,32 @@ function storeContract(name: string, newDatabase: NewDatabase): void {
       )
     })
 
+    test('keys: update changes only the given fields, null clears, revoked keys are not changed', async () => {
+      const store = await fresh()
+      const user = await store.createUser('u')
+      const expires = new Date('2031-05-06T07:08:09.123Z')
+      const key = await store.createKey(
+        keyFor(user.id, { name: 'old', rpmLimit: 5, tpmLimit: 100, models: ['a'] }),
+      )
+      const renamed = await store.updateKey(key.id, { name: 'new', rpmLimit: 50 })
+      assert.equal(renamed?.name, 'new')
+      assert.equal(renamed?.rpmLimit, 50)
+      assert.equal(renamed?.tpmLimit, 100)
+      assert.deepEqual(renamed?.models, ['a'])
+      const cleared = await store.updateKey(key.id, { tpmLimit: null, models: null, expiresAt: expires })
+      assert.equal(cleared?.tpmLimit, null)
+      assert.equal(cleared?.models, null)
+      assert.equal(cleared?.rpmLimit, 50)
+      assert.equal(cleared?.expiresAt?.toISOString(), expires.toISOString())
+      assert.deepEqual(await store.getKey(key.id), cleared)
+      const listed = await store.updateKey(key.id, { models: ['x', "y'; --"] })
+      assert.deepEqual(listed?.models, ['x', "y'; --"])
+      assert.equal(await store.updateKey('key_missing', { name: 'x' }), undefined)
+      await store.revokeKey(key.id)
+      assert.equal(await store.updateKey(key.id, { name: 'after' }), undefined)
+      assert.equal((await store.getKey(key.id))?.name, 'new')
+    })
+
     test('keys: scope defaults to inference; read and manage round-trip; others are refused', async () => {
       const store = await fresh()
       const user = await store.createUser('u')

@@ -144,6 +144,47 @@ describe('keys on the embedded store (SQLite, in-process cache)', () => {
     assert.ok(Number(refused!.headers.get('retry-after')) >= 1)
   })
 
+  test('changed limits hold at once, even for a key this server has cached', async () => {
+    const created = await admin(server, 'POST', '/api/v1/keys', { name: 'to limit' })
+    const key = created.body['key'] as string
+    const chat = (model: string) =>
+      fetch(`${server.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [] }),
+      }).then(async (res) => {
+        await res.arrayBuffer()
+        return res
+      })
+    assert.equal((await modelsWith(server, key)).status, 200)
+    const patched = await admin(server, 'PATCH', `/api/v1/keys/${created.body['id']}`, {
+      models: ['only-this'],
+      rpmLimit: 2,
+    })
+    assert.equal(patched.status, 200)
+    assert.deepEqual(patched.body['models'], ['only-this'])
+    assert.equal((await chat('something-else')).status, 403)
+    // Two admitted (503: no worker serves it here), the third refused by the new limit.
+    const statuses = [(await chat('only-this')).status, (await chat('only-this')).status]
+    const limited = await chat('only-this')
+    assert.deepEqual([...statuses, limited.status], [503, 503, 429])
+    assert.equal(limited.headers.get('x-ratelimit-limit-requests'), '2')
+    const cleared = await admin(server, 'PATCH', `/api/v1/keys/${created.body['id']}`, {
+      models: null,
+      rpmLimit: null,
+    })
+    assert.equal(cleared.body['models'], null)
+    assert.notEqual((await chat('something-else')).status, 403)
+    assert.equal(
+      (await admin(server, 'PATCH', `/api/v1/keys/${created.body['id']}`, { rpmLimit: 0 })).status,
+      400,
+    )
+    assert.equal(
+      (await admin(server, 'PATCH', `/api/v1/keys/${created.body['id']}`, { scope: 'manage' })).status,
+      400,
+    )
+  })
+
   test('worker tokens: a client id registered by one user cannot be taken by another', async () => {
     const alice = await admin(server, 'POST', '/api/v1/keys', { kind: 'worker', user: 'alice' })
     const bob = await admin(server, 'POST', '/api/v1/keys', { kind: 'worker', user: 'bob' })

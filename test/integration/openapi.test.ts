@@ -68,6 +68,10 @@ const VALID: Record<string, () => Promise<Call>> = {
   }),
   'get /api/v1/keys/{id}': async () => ({ path: `/api/v1/keys/${await newKey()}` }),
   'delete /api/v1/keys/{id}': async () => ({ path: `/api/v1/keys/${await newKey()}` }),
+  'patch /api/v1/keys/{id}': async () => ({
+    path: `/api/v1/keys/${await newKey()}`,
+    body: { rpmLimit: 20, models: ['echo'], expiresAt: null },
+  }),
   'post /api/v1/keys/{id}/revoke': async () => ({ path: `/api/v1/keys/${await newKey()}/revoke` }),
   'post /api/v1/keys/{id}/rotate': async () => ({ path: `/api/v1/keys/${await newKey()}/rotate` }),
   'get /api/v1/requests': async () => ({

@@ -26,6 +26,7 @@ import {
   RotatedKey,
   Stats,
   StoredWorker,
+  UpdateKeyBody,
   UsageList,
   UsageQuery,
   User,
@@ -490,6 +491,36 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
         return c.json({ id: revoked.id, revoked: true as const }, 200)
       },
     )
+
+  openapi(
+    app,
+    route({
+      method: 'patch',
+      path: '/api/v1/keys/{id}',
+      tags: ['keys'],
+      summary: "Change a key's name and limits (models, rpm, tpm, expiry); every server applies them at once",
+      request: {
+        params: IdParam,
+        body: { content: { 'application/json': { schema: UpdateKeyBody } }, required: true },
+      },
+      responses: { 200: json(KeyView, 'the key as it is now'), ...ERRORS, ...NOT_FOUND, ...UNAVAILABLE },
+    }),
+    async (c) => {
+      const record = await changeable(c.req.valid('param').id, c.get('caller'))
+      const b = c.req.valid('json')
+      const updated = await keys().update(record.id, {
+        ...(b.name === undefined ? {} : { name: b.name }),
+        ...(b.models === undefined ? {} : { models: b.models }),
+        ...(b.rpmLimit === undefined ? {} : { rpmLimit: b.rpmLimit }),
+        ...(b.tpmLimit === undefined ? {} : { tpmLimit: b.tpmLimit }),
+        ...(b.expiresAt === undefined
+          ? {}
+          : { expiresAt: b.expiresAt === null ? null : new Date(b.expiresAt) }),
+      })
+      if (updated === undefined) throw new FabricError(ErrorCodes.NOT_FOUND, 'no such active key')
+      return c.json(publicKeyView(updated), 200)
+    },
+  )
 
   openapi(
     app,

@@ -265,6 +265,23 @@ export const CreateKeyBody = z
       'Unknown fields are refused. snake_case names (rpm_limit, expires_in_days, ...) and the short names rpm, tpm, workers, dedicated, access are accepted too.',
   })
 
+export const UpdateKeyBody = z
+  .strictObject({
+    name: z.string().max(256).nullable().optional(),
+    models: z
+      .array(z.string().max(512))
+      .max(1000)
+      .nullable()
+      .optional()
+      .openapi({ description: 'null: every model' }),
+    rpmLimit: PositiveInt.openapi({ description: 'null: no limit' }),
+    tpmLimit: PositiveInt.openapi({ description: 'null: no limit' }),
+    expiresAt: z.iso.datetime({ offset: true }).nullable().optional().openapi({ description: 'null: never' }),
+  })
+  .openapi('UpdateKey', {
+    description: 'Fields absent stay as they are; null clears. Unknown fields are refused.',
+  })
+
 export const RequestsQuery = z.object({
   keyId: z.string().max(256).optional(),
   since: z.iso.datetime({ offset: true }).optional().openapi({ example: '2026-11-30T00:00:00Z' }),
