@@ -18,7 +18,8 @@ if [ "${CI:-}" = "true" ]; then export GPUF_REQUIRE_SERVICES=1; fi
 
 echo "== build + typecheck"
 rm -rf dist
-npx tsc -p tsconfig.json
+# Sources, tests and benchmarks, then the web console (browser TypeScript, its own tsconfig).
+npm run build --silent
 
 echo "== lint + format check"
 npx biome check .

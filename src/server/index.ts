@@ -13,6 +13,7 @@ import type { WorkerSession } from '../routing/worker-session.js'
 import type { Store } from '../store/index.js'
 import type { TelemetryPublisher } from '../telemetry/publisher.js'
 import { VERSION } from '../version.js'
+import { consoleAssets } from './api/console.js'
 import { ApiServer } from './api/index.js'
 import { ConnectionBudget } from './connections.js'
 import { ControlServer } from './control/index.js'
@@ -205,7 +206,7 @@ export class FabricServer {
       corsOrigins: options.corsOrigins,
       keyAuth: keys,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
-      // CONSOLE-ASSETS: wired when the console lands
+      assets: consoleAssets(),
       headersTimeoutMs: edge.httpHeadersMs,
       requestTimeoutMs: edge.apiRequestMs,
     })

@@ -203,7 +203,8 @@ export function createApiApp(deps: ApiDeps): ApiApp {
     if (
       (c.req.method === 'GET' || c.req.method === 'HEAD') &&
       deps.assets !== undefined &&
-      !path.startsWith('/api')
+      path !== '/api' &&
+      !path.startsWith('/api/')
     ) {
       const file = deps.assets.get(path)
       if (file !== undefined)
