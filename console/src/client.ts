@@ -45,7 +45,7 @@ export function whenUnauthorized(fn: (message: string) => void): void {
 
 /** Options of {@link api}. */
 export interface CallOptions {
-  readonly method?: 'GET' | 'POST' | 'DELETE'
+  readonly method?: 'GET' | 'POST' | 'PATCH' | 'DELETE'
   readonly body?: unknown
   readonly signal?: AbortSignal | undefined
   /** Another key than the stored one (signing in). */

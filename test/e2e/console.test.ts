@@ -256,6 +256,22 @@ describe('web console', { skip: chromiumMissing() }, () => {
     if (!signedIn) return t.skip('the console did not load (see the first step)')
     await page.getByRole('link', { name: 'Keys' }).click()
     const row = page.locator('tr', { hasText: KEY_NAME })
+    // Limits changed in place: the API shows them at once.
+    await row.getByRole('button', { name: `Limits of ${KEY_NAME}` }).click()
+    await row.getByLabel(`Requests per minute of ${KEY_NAME} (empty: no limit)`).fill('42')
+    await row.getByLabel(`Tokens per minute of ${KEY_NAME} (empty: no limit)`).fill('')
+    await row.getByRole('button', { name: 'Save limits' }).click()
+    await page
+      .getByRole('status')
+      .filter({ hasText: `Limits of ${KEY_NAME} changed` })
+      .waitFor()
+    const keys = (await (
+      await fetch(`${server.apiUrl}/api/v1/keys`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+    ).json()) as { keys: { name: string; rpmLimit: number | null; tpmLimit: number | null }[] }
+    const limited = keys.keys.find((k) => k.name === KEY_NAME)
+    assert.equal(limited?.rpmLimit, 42)
+    assert.equal(limited?.tpmLimit, null)
+    await row.locator('td', { hasText: '42' }).first().waitFor()
     await row.getByRole('button', { name: `Revoke ${KEY_NAME}` }).click()
     await row.getByRole('button', { name: 'Confirm revoke' }).click()
     await row.locator('.badge.revoked').waitFor()

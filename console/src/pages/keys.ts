@@ -34,10 +34,17 @@ export function keysPage(ctx: PageContext): void {
     secret.querySelector<HTMLElement>('h2')?.focus()
   }
 
-  async function act(key: ApiKey, action: 'revoke' | 'rotate'): Promise<void> {
+  async function act(key: ApiKey, action: 'revoke' | 'rotate' | Limits): Promise<void> {
     replace(status)
     try {
-      if (action === 'revoke') {
+      if (typeof action === 'object') {
+        await api(`/api/v1/keys/${encodeURIComponent(key.id)}`, {
+          method: 'PATCH',
+          body: action,
+          signal: ctx.signal,
+        })
+        replace(status, notice('info', `Limits of ${label(key)} changed; every server applies them at once.`))
+      } else if (action === 'revoke') {
         await api(`/api/v1/keys/${encodeURIComponent(key.id)}/revoke`, { method: 'POST', signal: ctx.signal })
         replace(status, notice('info', `Key ${label(key)} revoked.`))
       } else {
@@ -225,6 +232,12 @@ async function copyText(text: string, element: HTMLElement): Promise<boolean> {
   return document.execCommand('copy')
 }
 
+/** New limits of a key: null = no limit. */
+interface Limits {
+  readonly rpmLimit: number | null
+  readonly tpmLimit: number | null
+}
+
 function keyState(key: ApiKey): 'active' | 'revoked' | 'expired' {
   if (key.revokedAt !== null) return 'revoked'
   if (key.expiresAt !== null && Date.parse(key.expiresAt) <= Date.now()) return 'expired'
@@ -234,7 +247,7 @@ function keyState(key: ApiKey): 'active' | 'revoked' | 'expired' {
 function keysTable(
   keys: readonly ApiKey[],
   manage: boolean,
-  act: (key: ApiKey, action: 'revoke' | 'rotate') => Promise<void>,
+  act: (key: ApiKey, action: 'revoke' | 'rotate' | Limits) => Promise<void>,
 ): HTMLElement {
   const rows = keys.map((key) => {
     const state = keyState(key)
@@ -243,6 +256,16 @@ function keysTable(
       if (!manage || state !== 'active') return replace(actions, '–')
       replace(
         actions,
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'secondary',
+            'aria-label': `Limits of ${label(key)}`,
+            onclick: () => editLimits(),
+          },
+          'Limits',
+        ),
         h(
           'button',
           {
@@ -264,6 +287,37 @@ function keysTable(
           'Revoke',
         ),
       )
+    }
+    // Requests and tokens per minute, edited in place; an empty field means no limit.
+    const editLimits = () => {
+      const field = (name: string, value: number | null) =>
+        h('input', {
+          type: 'number',
+          min: '1',
+          step: '1',
+          inputmode: 'numeric',
+          name,
+          value: value === null ? '' : String(value),
+          'aria-label': `${name === 'rpm' ? 'Requests' : 'Tokens'} per minute of ${label(key)} (empty: no limit)`,
+          placeholder: 'no limit',
+          class: 'limit-input',
+        })
+      const rpm = field('rpm', key.rpmLimit)
+      const tpm = field('tpm', key.tpmLimit)
+      const value = (input: HTMLInputElement) => (input.value.trim() === '' ? null : Number(input.value))
+      const save = h('button', { type: 'button' }, 'Save limits')
+      save.addEventListener('click', () => {
+        save.disabled = true
+        void act(key, { rpmLimit: value(rpm), tpmLimit: value(tpm) })
+      })
+      replace(
+        actions,
+        h('label', { class: 'small' }, 'RPM ', rpm),
+        h('label', { class: 'small' }, 'TPM ', tpm),
+        save,
+        h('button', { type: 'button', class: 'secondary', onclick: offer }, 'Cancel'),
+      )
+      rpm.focus()
     }
     // Asking in place instead of window.confirm: no modal dialog, and it works the same everywhere.
     const ask = (action: 'revoke' | 'rotate') => {
