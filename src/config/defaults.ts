@@ -109,8 +109,14 @@ export const TIMEOUTS = {
   firstByteMs: 300_000,
   /** Longest pause between two chunks of a response. */
   idleMs: 300_000,
-  /** Engine model discovery interval. */
-  modelRefreshMs: 10_000,
+  /** Engine model discovery interval: a frozen engine's models are withdrawn within this plus `engineProbeMs`. */
+  modelRefreshMs: 5_000,
+  /**
+   * Longest wait for the engine to answer a model discovery (which doubles as its health check).
+   * An engine that has not answered by then counts as unavailable: the worker joins, or stays,
+   * with no models, and announces them once the engine answers.
+   */
+  engineProbeMs: 3_000,
   /** Grace period for in-flight requests on stop. */
   drainMs: 10_000,
   /** Reconnect backoff of the worker: base, cap. */

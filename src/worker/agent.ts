@@ -41,7 +41,10 @@ export interface WorkerAgentOptions {
   readonly loginTimeoutMs?: number
   readonly reconnectBaseMs?: number
   readonly reconnectMaxMs?: number
+  /** @default TIMEOUTS.modelRefreshMs */
   readonly modelRefreshMs?: number
+  /** @default TIMEOUTS.engineProbeMs */
+  readonly engineProbeMs?: number
   /** Local address to dial the server from (a host with several addresses). */
   readonly localAddress?: string | undefined
   /** The worker's data dir: heartbeats report the use of the disk holding it (none when unset). */
@@ -82,6 +85,10 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   #loop: Promise<void> | undefined
   #session: LoginOk | undefined
   #models: string[] = []
+  /** The model discovery in progress (one at a time). */
+  #probing: Promise<string[] | undefined> | undefined
+  /** Whether the last discovery failed; undefined before the first. */
+  #engineDown: boolean | undefined
   #evicted = false
   /** Set when the credential was revoked: there is nothing to retry with. */
   #revoked = false
@@ -203,10 +210,9 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   /** One control session, from dial to disconnect. Resolves true if it logged in. */
   async #session_(signal: AbortSignal): Promise<boolean> {
     const o = this.#options
-    this.#models = await o.engine.listModels(signal).catch((err: unknown) => {
-      this.#logger.warn({ err: String(err) }, 'engine model discovery failed; announcing no models for now')
-      return []
-    })
+    // A hung or absent engine does not keep the worker out of the fabric: it joins with no
+    // models and announces them once the engine answers (#refreshModels).
+    this.#models = (await this.#probeModels(signal)) ?? []
     const socket = await connectTls({
       host: o.serverHost,
       port: o.controlPort,
@@ -385,21 +391,55 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   }
 
   async #refreshModels(channel: ControlChannel, signal: AbortSignal): Promise<void> {
-    let models: string[]
-    try {
-      models = await this.#options.engine.listModels(signal)
-    } catch (err) {
-      if (signal.aborted) return
-      // An engine that cannot be reached serves nothing: withdraw its models so the server
-      // stops routing here (instead of retrying elsewhere on every request) until it is back.
-      if (this.#models.length > 0) {
-        this.#logger.warn({ err: String(err) }, 'engine unreachable; withdrawing its models')
-      }
-      models = []
-    }
+    // An engine that does not answer serves nothing: its models are withdrawn so the server
+    // stops routing here (instead of retrying elsewhere on every request) until it is back.
+    const models = (await this.#probeModels(signal)) ?? []
+    if (signal.aborted || channel.closed) return
     if (models.length === this.#models.length && models.every((m, i) => m === this.#models[i])) return
     this.#models = models
     this.#logger.info({ models }, 'engine models changed')
     channel.send(MessageType.ModelsUpdate, { models })
+  }
+
+  /**
+   * Asks the engine for its models, at most `engineProbeMs`: its model list, or undefined when
+   * it failed or did not answer in time (also when the engine ignores the abort). Logs when
+   * the engine goes from answering to not answering and back, not on every probe.
+   */
+  async #probeModels(signal: AbortSignal): Promise<string[] | undefined> {
+    if (this.#probing !== undefined) return this.#probing
+    const limitMs = this.#options.engineProbeMs ?? TIMEOUTS.engineProbeMs
+    const probe = AbortSignal.any([signal, AbortSignal.timeout(limitMs)])
+    let onAbort: (() => void) | undefined
+    const given = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new FabricError(ErrorCodes.ENGINE_UNAVAILABLE, `no answer within ${limitMs} ms`))
+      probe.addEventListener('abort', onAbort, { once: true })
+    })
+    const asked = this.#options.engine.listModels(probe)
+    asked.catch(() => undefined)
+    this.#probing = Promise.race([asked, given])
+      .then(
+        (models) => {
+          if (this.#engineDown !== false)
+            this.#logger.info({ models }, this.#engineDown ? 'engine answers again' : 'engine answers')
+          this.#engineDown = false
+          return models
+        },
+        (err: unknown) => {
+          if (signal.aborted) return undefined
+          if (this.#engineDown !== true)
+            this.#logger.warn(
+              { err: isFabricError(err) ? err.message : String(err), engine: this.#options.engine.type },
+              'engine unavailable: no models announced until it answers',
+            )
+          this.#engineDown = true
+          return undefined
+        },
+      )
+      .finally(() => {
+        if (onAbort !== undefined) probe.removeEventListener('abort', onAbort)
+        this.#probing = undefined
+      })
+    return this.#probing
   }
 }
