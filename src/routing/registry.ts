@@ -67,10 +67,12 @@ export class WorkerRegistry {
   }
 
   /**
-   * Picks a routable worker serving `model`: two random candidates, the one with fewer
-   * requests in flight wins (relative to capacity when stated). `exclude` skips workers
-   * a request has already failed on; `allow`, when given, limits the choice to those client ids
-   * (keys dedicated to given workers).
+   * Picks a routable worker serving `model` by the power of two choices: two candidates drawn
+   * independently and uniformly from the eligible workers, the one with fewer requests in
+   * flight wins (relative to capacity when stated; a tie goes to either). `exclude` skips
+   * workers a request has already failed on; `allow`, when given, limits the choice to those
+   * client ids (keys dedicated to given workers). Usually two random draws, no allocation;
+   * when draws keep hitting ineligible workers, the eligible ones are collected instead.
    */
   pick(
     model: string,
@@ -79,24 +81,23 @@ export class WorkerRegistry {
   ): WorkerSession | undefined {
     const list = this.#candidates(model)
     if (list === undefined) return undefined
+    const eligible = (w: WorkerSession) =>
+      w.routable && !exclude?.has(w) && (allow === undefined || allow.has(w.clientId))
     const n = list.length
-    if (n === 1) {
-      const only = list[0]!
-      return only.routable && !exclude?.has(only) && (allow === undefined || allow.has(only.clientId))
-        ? only
-        : undefined
+    if (n === 1) return eligible(list[0]!) ? list[0] : undefined
+    // Two distinct positions, uniformly: the second among the n - 1 others.
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const i = (Math.random() * n) | 0
+      const j = (i + 1 + ((Math.random() * (n - 1)) | 0)) % n
+      const a = list[i]!
+      const b = list[j]!
+      if (eligible(a) && eligible(b)) return better(a, b)
     }
-    let a: WorkerSession | undefined
-    let b: WorkerSession | undefined
-    const start = (Math.random() * n) | 0
-    for (let i = 0; i < n && b === undefined; i++) {
-      const w = list[(start + i) % n]!
-      if (!w.routable || exclude?.has(w) || (allow !== undefined && !allow.has(w.clientId))) continue
-      if (a === undefined) a = w
-      else b = w
-    }
-    if (a === undefined || b === undefined) return a
-    return load(b) < load(a) ? b : a
+    const pool = list.filter(eligible)
+    if (pool.length <= 1) return pool[0]
+    const i = (Math.random() * pool.length) | 0
+    const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
+    return better(pool[i]!, pool[j]!)
   }
 
   #candidates(model: string): WorkerSession[] | undefined {
@@ -122,6 +123,11 @@ export class WorkerRegistry {
       if (list.length === 0) this.#byModel.delete(model)
     }
   }
+}
+
+/** The less loaded of two; `a` on a tie (both are random draws). */
+function better(a: WorkerSession, b: WorkerSession): WorkerSession {
+  return load(b) < load(a) ? b : a
 }
 
 function load(w: WorkerSession): number {

@@ -77,3 +77,43 @@ test('removing and re-adding keeps the model index exact', () => {
   assert.deepEqual(registry.models(), ['m3'])
   assert.equal(registry.byDataToken('token-same'), fresh)
 })
+
+test('the two candidates are independent draws: each pair of workers is compared equally often', () => {
+  // Loads 0 < 1 < 2 < 3. With two independent draws the six pairs are equally likely, so the
+  // winners are w0 in 3 pairs, w1 in 2, w2 in 1, w3 never: 1/2, 1/3, 1/6, 0. (Neighbours in the
+  // list from a random start would give 1/2, 1/4, 1/4, 0.)
+  const registry = new WorkerRegistry()
+  const workers = [0, 1, 2, 3].map((i) => {
+    const w = worker(`w${i}`, ['m'])
+    w.inflight = i
+    registry.add(w)
+    return w
+  })
+  const counts = new Map<WorkerSession, number>()
+  const picks = 60_000
+  for (let i = 0; i < picks; i++) {
+    const w = registry.pick('m')!
+    counts.set(w, (counts.get(w) ?? 0) + 1)
+  }
+  const share = (w: WorkerSession) => (counts.get(w) ?? 0) / picks
+  assert.ok(Math.abs(share(workers[0]!) - 1 / 2) < 0.02, `w0 ${share(workers[0]!)}`)
+  assert.ok(Math.abs(share(workers[1]!) - 1 / 3) < 0.02, `w1 ${share(workers[1]!)}`)
+  assert.ok(Math.abs(share(workers[2]!) - 1 / 6) < 0.02, `w2 ${share(workers[2]!)}`)
+  assert.equal(counts.get(workers[3]!), undefined)
+})
+
+test('with most workers ineligible the pick still finds the eligible ones, evenly', () => {
+  const registry = new WorkerRegistry()
+  const all = Array.from({ length: 50 }, (_, i) => worker(`w${i}`, ['m'], i === 7 || i === 31))
+  for (const w of all) registry.add(w)
+  const counts = new Map<string, number>()
+  for (let i = 0; i < 2_000; i++) {
+    const w = registry.pick('m')!
+    counts.set(w.clientId, (counts.get(w.clientId) ?? 0) + 1)
+  }
+  assert.deepEqual([...counts.keys()].sort(), ['w31', 'w7'])
+  assert.ok(counts.get('w7')! > 700 && counts.get('w31')! > 700, JSON.stringify([...counts]))
+  const only = new Set(['w31'])
+  for (let i = 0; i < 20; i++) assert.equal(registry.pick('m', undefined, only)?.clientId, 'w31')
+  assert.equal(registry.pick('m', new Set([all[7]!, all[31]!])), undefined)
+})
