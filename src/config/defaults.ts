@@ -64,6 +64,11 @@ export const LIMITS = {
   /** Workers attempted for one request before giving up (retries happen only before the first response byte). */
   maxAttemptsPerRequest: 3,
   /**
+   * Requests that wait per model when every eligible worker is at its stated capacity; one
+   * more is answered 503 with `retry-after` at once.
+   */
+  maxQueuedPerModel: 1_000,
+  /**
    * Telemetry messages (heartbeats, usage events) a server holds for the bus while the broker
    * is unreachable or the consumer is behind; beyond it the oldest are dropped and counted.
    * 100,000 is several minutes of a thousand workers' heartbeats plus their requests, a few
@@ -119,6 +124,10 @@ export const TIMEOUTS = {
   engineProbeMs: 3_000,
   /** Grace period for in-flight requests on stop. */
   drainMs: 10_000,
+  /** Longest wait of a queued request for a worker with room; then 503 with `retry-after`. */
+  queueWaitMs: 30_000,
+  /** While requests wait, the oldest of each model retries this often (room freed without a request ending: a worker joined, a link came up). */
+  queueRetryMs: 50,
   /** Reconnect backoff of the worker: base, cap. */
   reconnectBaseMs: 250,
   reconnectMaxMs: 30_000,

@@ -1,3 +1,4 @@
+import { WaitQueues, type WaitQueuesOptions } from './queue.js'
 import type { WorkerSession } from './worker-session.js'
 
 /**
@@ -9,6 +10,12 @@ export class WorkerRegistry {
   readonly #byClientId = new Map<string, WorkerSession>()
   readonly #byModel = new Map<string, WorkerSession[]>()
   readonly #byDataToken = new Map<string, WorkerSession>()
+  /** Requests waiting for a worker with room, per model. */
+  readonly queues: WaitQueues
+
+  constructor(options: { queues?: WaitQueuesOptions | undefined } = {}) {
+    this.queues = new WaitQueues(options.queues)
+  }
 
   /** Number of logged-in workers. */
   get size(): number {
@@ -33,6 +40,7 @@ export class WorkerRegistry {
     this.#byClientId.set(session.clientId, session)
     this.#byDataToken.set(session.dataToken, session)
     this.#index(session)
+    this.queues.release(session.models)
   }
 
   /**
@@ -52,6 +60,7 @@ export class WorkerRegistry {
     this.#unindex(session)
     session.models = models
     if (this.#byClientId.get(session.clientId) === session) this.#index(session)
+    this.queues.release(models)
   }
 
   /** Names of every model some worker serves, sorted. */
@@ -67,7 +76,7 @@ export class WorkerRegistry {
   }
 
   /**
-   * Picks a routable worker serving `model` by the power of two choices: two candidates drawn
+   * Picks a routable worker with room serving `model` by the power of two choices: two candidates drawn
    * independently and uniformly from the eligible workers, the one with fewer requests in
    * flight wins (relative to capacity when stated; a tie goes to either). `exclude` skips
    * workers a request has already failed on; `allow`, when given, limits the choice to those
@@ -81,8 +90,12 @@ export class WorkerRegistry {
   ): WorkerSession | undefined {
     const list = this.#candidates(model)
     if (list === undefined) return undefined
+    // A worker at its stated capacity takes nothing more (the request waits in the queue).
     const eligible = (w: WorkerSession) =>
-      w.routable && !exclude?.has(w) && (allow === undefined || allow.has(w.clientId))
+      w.routable &&
+      (w.capacity === 0 || w.inflight < w.capacity) &&
+      !exclude?.has(w) &&
+      (allow === undefined || allow.has(w.clientId))
     const n = list.length
     if (n === 1) return eligible(list[0]!) ? list[0] : undefined
     // Two distinct positions, uniformly: the second among the n - 1 others.
@@ -98,6 +111,13 @@ export class WorkerRegistry {
     const i = (Math.random() * pool.length) | 0
     const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
     return better(pool[i]!, pool[j]!)
+  }
+
+  /** True when some routable worker could serve the request, room or not (so waiting can help). */
+  serves(model: string, exclude?: ReadonlySet<WorkerSession>, allow?: ReadonlySet<string>): boolean {
+    const list = this.#candidates(model)
+    if (list === undefined) return false
+    return list.some((w) => w.routable && !exclude?.has(w) && (allow === undefined || allow.has(w.clientId)))
   }
 
   #candidates(model: string): WorkerSession[] | undefined {

@@ -8,6 +8,7 @@ import { defaultEdgeLimits, type EdgeLimits, type PortName } from '../config/def
 import type { Logger } from '../observability/logger.js'
 import { silentLogger } from '../observability/logger.js'
 import { ServerMetrics } from '../observability/metrics.js'
+import type { WaitQueuesOptions } from '../routing/queue.js'
 import { WorkerRegistry } from '../routing/registry.js'
 import type { WorkerSession } from '../routing/worker-session.js'
 import type { Store } from '../store/index.js'
@@ -55,6 +56,8 @@ export interface FabricServerOptions {
   readonly pingIntervalMs?: number
   readonly pingDeadlineMs?: number
   readonly heartbeatIntervalMs?: number
+  /** Requests waiting for a worker with room (defaults: `LIMITS.maxQueuedPerModel`, `TIMEOUTS.queueWaitMs`). */
+  readonly queues?: WaitQueuesOptions | undefined
   /** Management API: CORS allow-list (`*`: any); empty or absent: off. */
   readonly corsOrigins?: readonly string[] | undefined
   /** Management API: `/metrics` without a key. */
@@ -85,7 +88,7 @@ export interface FabricPorts {
 
 /** The fabric server: control, proxy, public and API ports around one worker registry. */
 export class FabricServer {
-  readonly registry = new WorkerRegistry()
+  readonly registry: WorkerRegistry
   /** Prometheus metrics (`GET /metrics` on the API port). */
   readonly metrics: ServerMetrics
   readonly ports: FabricPorts = { control: 0, proxy: 0, public: 0, api: 0 }
@@ -101,6 +104,7 @@ export class FabricServer {
   readonly throttle: CredentialThrottle
 
   constructor(options: FabricServerOptions) {
+    this.registry = new WorkerRegistry({ queues: options.queues })
     const logger = options.logger ?? silentLogger()
     this.#logger = logger
     this.metrics = new ServerMetrics(this.registry, options.telemetryStats)

@@ -330,6 +330,12 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
           workers: registry.size,
           models: registry.models().length,
           inflight,
+          queues: {
+            waiting: registry.queues.size,
+            byModel: registry.queues.depths(),
+            refused: registry.queues.refused,
+            expired: registry.queues.expired,
+          },
           ...deps.edgeStats?.(),
           telemetry: deps.telemetryStats?.() ?? null,
         },

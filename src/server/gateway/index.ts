@@ -112,6 +112,7 @@ export class Gateway {
   #active = 0
   #drained: (() => void) | undefined
   readonly #pick: WorkerRegistry['pick']
+  readonly #serves: WorkerRegistry['serves']
   readonly #tls: boolean
   /** A response's 'close' listener (one function for every response: `this` is the response). */
   readonly #onResponseClosed: (this: StampedResponse) => void
@@ -129,6 +130,7 @@ export class Gateway {
     this.#firstByteMs = options.firstByteTimeoutMs ?? TIMEOUTS.firstByteMs
     this.#idleMs = options.idleTimeoutMs ?? TIMEOUTS.idleMs
     this.#pick = options.registry.pick.bind(options.registry)
+    this.#serves = options.registry.serves.bind(options.registry)
     // Each request's failures stay with that request: a bug or an input we did not foresee
     // answers 500 (or cuts that one response), never the process and its other requests.
     const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -523,6 +525,8 @@ export class Gateway {
       frame: encodeLaneRequest('POST', path, body),
       allow,
       pick: this.#pick,
+      serves: this.#serves,
+      queues: this.#options.registry.queues,
       maxAttempts: this.#maxAttempts,
       extraHeaders: limitHeaders,
       meter,

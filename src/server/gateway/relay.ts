@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import { ErrorCodes } from '../../errors/index.js'
 import type { Lane, LaneExchange } from '../../routing/lanes.js'
+import type { Waiter, WaitQueues } from '../../routing/queue.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import type { AnswerMeter } from './meter.js'
@@ -20,6 +21,14 @@ export interface RelayRequest {
     tried: Set<WorkerSession> | undefined,
     allow?: ReadonlySet<string>,
   ) => WorkerSession | undefined
+  /** True when some worker could serve the request once it has room (waiting can help). */
+  readonly serves: (
+    model: string,
+    tried: Set<WorkerSession> | undefined,
+    allow?: ReadonlySet<string>,
+  ) => boolean
+  /** Where a request waits when every eligible worker is at capacity; none: 503 at once. */
+  readonly queues: WaitQueues | undefined
   readonly maxAttempts: number
   /** Headers added to the answer (rate-limit state). */
   readonly extraHeaders: Record<string, string> | undefined
@@ -37,7 +46,7 @@ export interface RelayRequest {
  * answer has started, a failure ends it with an explicit error, never a silent success. A user
  * who goes away cancels the lane. One object per request, no promise: this is the hot path.
  */
-export class Relay implements LaneExchange {
+export class Relay implements LaneExchange, Waiter {
   readonly #res: ServerResponse
   readonly #r: RelayRequest
   #tried: Set<WorkerSession> | undefined
@@ -50,7 +59,18 @@ export class Relay implements LaneExchange {
   #declared = -1
   #relayed = 0
   #strip: UsageStripper | undefined
-  readonly #onClose = () => this.#lane?.cancel()
+  /** Waiting in the model's queue now; until when it may wait (epoch ms; 0: never queued). */
+  #waiting = false
+  #queuedUntil = 0
+  /** Why no worker took it: the queue was full, or the wait ran out. */
+  #why: 'full' | 'expired' | undefined
+  readonly #onClose = () => {
+    if (this.#waiting) {
+      this.#waiting = false
+      this.#r.queues?.leave(this.#r.model, this)
+      this.#giveUp()
+    } else this.#lane?.cancel()
+  }
   readonly #onDrain = () => this.#lane?.resume()
 
   constructor(res: ServerResponse, r: RelayRequest) {
@@ -69,9 +89,13 @@ export class Relay implements LaneExchange {
     const res = this.#res
     const r = this.#r
     while (this.#attempts < r.maxAttempts && !res.destroyed) {
-      this.#attempts++
       const worker = r.pick(r.model, this.#tried, r.allow)
-      if (worker === undefined) break
+      if (worker === undefined) {
+        // Every eligible worker is at capacity: wait for room, when waiting can help.
+        if (r.queues !== undefined && r.serves(r.model, this.#tried, r.allow) && this.#wait(r.queues)) return
+        break
+      }
+      this.#attempts++
       const lane = worker.lane()
       if (lane === undefined) {
         this.#skip(worker)
@@ -84,6 +108,46 @@ export class Relay implements LaneExchange {
       lane.send(r.frame, this, r.firstByteMs, r.idleMs)
       return
     }
+    this.#giveUp()
+  }
+
+  /** Queues the request (or puts it back at the head with the time it has left); false: it may not wait. */
+  #wait(queues: WaitQueues): boolean {
+    if (this.#queuedUntil === 0) {
+      if (!queues.wait(this.#r.model, this)) {
+        this.#why = 'full'
+        return false
+      }
+      this.#queuedUntil = Date.now() + queues.waitMs
+    } else {
+      const left = this.#queuedUntil - Date.now()
+      if (left <= 0) {
+        this.#why = 'expired'
+        return false
+      }
+      queues.requeue(this.#r.model, this, left)
+    }
+    this.#waiting = true
+    return true
+  }
+
+  /** Room may have freed (Waiter). */
+  wake(): void {
+    this.#waiting = false
+    this.#next()
+  }
+
+  /** Waited as long as it may (Waiter). */
+  expire(): void {
+    this.#waiting = false
+    this.#why = 'expired'
+    this.#giveUp()
+  }
+
+  /** No worker took the request. */
+  #giveUp(): void {
+    const res = this.#res
+    const r = this.#r
     // The request ends here without an answer from a worker: still counted for its key
     // (499: the user went away first, as nginx logs it; 503: no worker could take it).
     if (r.meter !== undefined) {
@@ -91,9 +155,13 @@ export class Relay implements LaneExchange {
       r.meter.finish()
     }
     if (res.destroyed) return
-    sendError(res, r.api, ErrorCodes.NO_WORKER, `no worker serving '${r.model}' could take the request`, {
-      'retry-after': '1',
-    })
+    const message =
+      this.#why === 'full'
+        ? `every worker serving '${r.model}' is busy and its queue is full`
+        : this.#why === 'expired'
+          ? `no worker serving '${r.model}' had room within ${Math.round((r.queues?.waitMs ?? 0) / 1000)} s`
+          : `no worker serving '${r.model}' could take the request`
+    sendError(res, r.api, ErrorCodes.NO_WORKER, message, { 'retry-after': '1' })
   }
 
   #skip(worker: WorkerSession): void {
@@ -106,6 +174,8 @@ export class Relay implements LaneExchange {
     const worker = this.#worker!
     worker.inflight--
     this.#lane = undefined
+    // A slot freed: the oldest request waiting for one of this worker's models may take it.
+    this.#r.queues?.release(worker.models)
     return worker
   }
 
