@@ -59,7 +59,9 @@ async function runWorker(flags: Record<string, unknown>): Promise<void> {
     void agent.stop()
   })
   agent.start()
-  stopOnSignals(() => agent.stop())
+  // SIGTERM or SIGINT drains (no new requests, those in flight finish, up to TIMEOUTS.drainMs);
+  // a second one exits at once.
+  stopOnSignals(() => agent.drain())
 }
 
 /** Builds the `gpufabric` command line. `defaultCommand` makes the gpuf-s / gpuf-c aliases. */

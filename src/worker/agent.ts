@@ -85,6 +85,10 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   #loop: Promise<void> | undefined
   #session: LoginOk | undefined
   #models: string[] = []
+  /** Leaving: no models announced, waiting for the requests in flight. */
+  #draining = false
+  /** The control channel of the session in progress. */
+  #channel: ControlChannel | undefined
   /** The model discovery in progress (one at a time). */
   #probing: Promise<string[] | undefined> | undefined
   /** Whether the last discovery failed; undefined before the first. */
@@ -170,6 +174,33 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     })
   }
 
+  /**
+   * Leaves the fabric gracefully: withdraws every model (the server routes nothing new here,
+   * while the requests it already sent keep their lanes), lets the requests in flight finish
+   * for at most `deadlineMs`, then stops. What is still running at the deadline is cut.
+   */
+  async drain(deadlineMs: number = TIMEOUTS.drainMs): Promise<void> {
+    if (!this.#draining) {
+      this.#draining = true
+      this.#models = []
+      const channel = this.#channel
+      if (channel !== undefined && !channel.closed) channel.send(MessageType.ModelsUpdate, { models: [] })
+      this.#logger.info(
+        { inflight: this.#ctx.inflight, deadlineMs },
+        'draining: no new requests; waiting for those in flight',
+      )
+      const until = Date.now() + deadlineMs
+      while (this.#ctx.inflight > 0 && Date.now() < until && !this.#shutdown.signal.aborted)
+        await sleep(25, undefined, { signal: this.#shutdown.signal }).catch(() => undefined)
+      if (this.#ctx.inflight > 0)
+        this.#logger.warn(
+          { inflight: this.#ctx.inflight },
+          'drain deadline reached; cutting what is still in flight',
+        )
+    }
+    await this.stop()
+  }
+
   /** Closes the connections and waits for the loop to end. In-flight streams are cut. */
   async stop(): Promise<void> {
     this.#shutdown.abort()
@@ -212,7 +243,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
     const o = this.#options
     // A hung or absent engine does not keep the worker out of the fabric: it joins with no
     // models and announces them once the engine answers (#refreshModels).
-    this.#models = (await this.#probeModels(signal)) ?? []
+    this.#models = this.#draining ? [] : ((await this.#probeModels(signal)) ?? [])
     const socket = await connectTls({
       host: o.serverHost,
       port: o.controlPort,
@@ -246,6 +277,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       const login = await this.#awaitLogin(channel)
       if (deferModels) channel.send(MessageType.ModelsUpdate, { models: this.#models })
       this.#session = login
+      this.#channel = channel
       // Link figures count this session: the server reads them against its session id.
       this.#traffic.bytesIn = 0
       this.#traffic.bytesOut = 0
@@ -279,6 +311,7 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
       signal.removeEventListener('abort', onAbort)
       for (const t of timers) clearInterval(t)
       this.#session = undefined
+      this.#channel = undefined
       channel.destroy()
       for (const link of links) link.destroy()
     }
@@ -393,8 +426,9 @@ export class WorkerAgent extends EventEmitter<WorkerAgentEvents> {
   async #refreshModels(channel: ControlChannel, signal: AbortSignal): Promise<void> {
     // An engine that does not answer serves nothing: its models are withdrawn so the server
     // stops routing here (instead of retrying elsewhere on every request) until it is back.
+    if (this.#draining) return
     const models = (await this.#probeModels(signal)) ?? []
-    if (signal.aborted || channel.closed) return
+    if (signal.aborted || channel.closed || this.#draining) return
     if (models.length === this.#models.length && models.every((m, i) => m === this.#models[i])) return
     this.#models = models
     this.#logger.info({ models }, 'engine models changed')
