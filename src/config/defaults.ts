@@ -68,6 +68,8 @@ export const LIMITS = {
    * more is answered 503 with `retry-after` at once.
    */
   maxQueuedPerModel: 1_000,
+  /** Consecutive failed tries (before an answer starts) that put a worker out of rotation for a cooldown. */
+  ejectAfterFailures: 3,
   /**
    * Telemetry messages (heartbeats, usage events) a server holds for the bus while the broker
    * is unreachable or the consumer is behind; beyond it the oldest are dropped and counted.
@@ -128,6 +130,13 @@ export const TIMEOUTS = {
   queueWaitMs: 30_000,
   /** While requests wait, the oldest of each model retries this often (room freed without a request ending: a worker joined, a link came up). */
   queueRetryMs: 50,
+  /**
+   * A failing worker's first cooldown; each further one in a row doubles, up to the cap. After
+   * it, one request at a time probes the worker: a success puts it back, a failure starts the
+   * next, longer cooldown.
+   */
+  cooldownBaseMs: 1_000,
+  cooldownMaxMs: 60_000,
   /** Reconnect backoff of the worker: base, cap. */
   reconnectBaseMs: 250,
   reconnectMaxMs: 30_000,

@@ -94,6 +94,7 @@ export class WorkerRegistry {
     const eligible = (w: WorkerSession) =>
       w.routable &&
       (w.capacity === 0 || w.inflight < w.capacity) &&
+      w.inRotation() &&
       !exclude?.has(w) &&
       (allow === undefined || allow.has(w.clientId))
     const n = list.length

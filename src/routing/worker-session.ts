@@ -1,4 +1,5 @@
 import type { ClientHttp2Session } from 'node:http2'
+import { LIMITS, TIMEOUTS } from '../config/defaults.js'
 import type { ControlChannel, Metrics } from '../protocol/index.js'
 import type { EngineType } from '../worker/engines/types.js'
 import { type Lane, LaneLink } from './lanes.js'
@@ -27,6 +28,12 @@ export class WorkerSession {
   lastHeartbeatAt = Date.now()
   metrics: Metrics | undefined
   /** Bytes this server sent the worker (request frames) and received from it (answers), this session. */
+  /** Consecutive failed tries on this worker (before or during an answer); a started answer resets it. */
+  failures = 0
+  /** Out of rotation until then (epoch ms; 0: in rotation); afterwards one probe at a time. */
+  cooldownUntil = 0
+  /** Cooldowns in a row: the backoff's exponent. */
+  cooldowns = 0
   bytesToWorker = 0
   bytesFromWorker = 0
   readonly #links: LaneLink[] = []
@@ -58,6 +65,27 @@ export class WorkerSession {
     this.capacity = init.capacity ?? 0
     this.credential = init.credential
     this.userId = init.userId
+  }
+
+  /** A try on this worker failed: after `ejectAfterFailures` in a row it cools down, each time longer. */
+  failed(now: number = Date.now()): void {
+    this.failures++
+    if (this.failures < LIMITS.ejectAfterFailures) return
+    this.cooldownUntil = now + Math.min(TIMEOUTS.cooldownMaxMs, TIMEOUTS.cooldownBaseMs * 2 ** this.cooldowns)
+    this.cooldowns = Math.min(this.cooldowns + 1, 30)
+  }
+
+  /** An answer started: the worker is in good standing again. */
+  succeeded(): void {
+    if (this.failures === 0 && this.cooldownUntil === 0) return
+    this.failures = 0
+    this.cooldowns = 0
+    this.cooldownUntil = 0
+  }
+
+  /** Whether a request may go here now as far as failures go: in rotation, or a probe's turn. */
+  inRotation(): boolean {
+    return this.cooldownUntil === 0 || (this.cooldownUntil <= Date.now() && this.inflight === 0)
   }
 
   /** True when at least one data link can carry a request. */

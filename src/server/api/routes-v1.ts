@@ -58,6 +58,9 @@ export function describeWorker(w: WorkerSession) {
     linkBytesFromWorker: w.bytesFromWorker,
     /** The latest heartbeat's readings (host, disk, network, every GPU). */
     metrics: w.metrics ?? null,
+    /** Consecutive failed tries, and the end of the cooldown they put the worker in (null: in rotation). */
+    failures: w.failures,
+    cooldownUntil: w.cooldownUntil === 0 ? null : new Date(w.cooldownUntil).toISOString(),
     online: true as const,
   }
 }

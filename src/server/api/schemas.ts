@@ -116,6 +116,8 @@ export const LiveWorker = z
     linkBytesToWorker: z.number(),
     linkBytesFromWorker: z.number(),
     metrics: Metrics.nullable(),
+    failures: z.number().int(),
+    cooldownUntil: z.string().nullable(),
     online: z.literal(true),
   })
   .openapi('LiveWorker')

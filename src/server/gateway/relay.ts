@@ -181,6 +181,7 @@ export class Relay implements LaneExchange, Waiter {
 
   head(status: number, headers: string[]): void {
     const { meter, extraHeaders } = this.#r
+    this.#worker!.succeeded()
     if (meter !== undefined) {
       meter.status = status
       meter.workerId = this.#worker!.clientId
@@ -277,6 +278,7 @@ export class Relay implements LaneExchange, Waiter {
 
   fail(retryable: boolean, _message: string): void {
     const worker = this.#settle()
+    worker.failed()
     if (retryable) {
       this.#skip(worker)
       this.#next()
