@@ -1,6 +1,11 @@
 import { WaitQueues, type WaitQueuesOptions } from './queue.js'
 import type { WorkerSession } from './worker-session.js'
 
+/** Why a pick chose what it chose (filled only when a request asks, see `x-gpufabric-route`). */
+export interface RouteExplanation {
+  reason: string
+}
+
 /**
  * Connected workers and the models they serve. Lookups on the request path are a
  * map hit plus a power-of-two-choices pick; nothing here allocates per request
@@ -87,6 +92,7 @@ export class WorkerRegistry {
     model: string,
     exclude?: ReadonlySet<WorkerSession>,
     allow?: ReadonlySet<string>,
+    explain?: RouteExplanation,
   ): WorkerSession | undefined {
     const list = this.#candidates(model)
     if (list === undefined) return undefined
@@ -98,20 +104,27 @@ export class WorkerRegistry {
       !exclude?.has(w) &&
       (allow === undefined || allow.has(w.clientId))
     const n = list.length
-    if (n === 1) return eligible(list[0]!) ? list[0] : undefined
+    if (n === 1) {
+      if (explain !== undefined) explain.reason = 'p2c: the only worker serving the model'
+      return eligible(list[0]!) ? list[0] : undefined
+    }
     // Two distinct positions, uniformly: the second among the n - 1 others.
     for (let attempt = 0; attempt < 4; attempt++) {
       const i = (Math.random() * n) | 0
       const j = (i + 1 + ((Math.random() * (n - 1)) | 0)) % n
       const a = list[i]!
       const b = list[j]!
-      if (eligible(a) && eligible(b)) return better(a, b)
+      if (eligible(a) && eligible(b)) return better(a, b, explain, n)
     }
     const pool = list.filter(eligible)
-    if (pool.length <= 1) return pool[0]
+    if (pool.length <= 1) {
+      if (explain !== undefined)
+        explain.reason = `p2c: ${pool.length} of ${n} workers eligible (routable, with room, in rotation, allowed)`
+      return pool[0]
+    }
     const i = (Math.random() * pool.length) | 0
     const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
-    return better(pool[i]!, pool[j]!)
+    return better(pool[i]!, pool[j]!, explain, n)
   }
 
   /** True when some routable worker could serve the request, room or not (so waiting can help). */
@@ -147,8 +160,16 @@ export class WorkerRegistry {
 }
 
 /** The less loaded of two; `a` on a tie (both are random draws). */
-function better(a: WorkerSession, b: WorkerSession): WorkerSession {
-  return load(b) < load(a) ? b : a
+function better(
+  a: WorkerSession,
+  b: WorkerSession,
+  explain: RouteExplanation | undefined,
+  n: number,
+): WorkerSession {
+  const chosen = load(b) < load(a) ? b : a
+  if (explain !== undefined)
+    explain.reason = `p2c of ${n}: ${a.clientId} load ${load(a).toFixed(2)}, ${b.clientId} load ${load(b).toFixed(2)}; chose ${chosen.clientId}`
+  return chosen
 }
 
 function load(w: WorkerSession): number {

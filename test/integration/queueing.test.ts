@@ -142,3 +142,50 @@ test('a request that waits past the deadline gets 503 with retry-after; one whos
     await fabric.close()
   }
 })
+
+test('answers name their worker; a request that asks gets the route and its reason; engines cannot forge either', async () => {
+  const fabric = await startFabric()
+  try {
+    const forging = createEchoEngine({ models: ['q'] })
+    const engine: Engine = {
+      ...forging,
+      async call(call) {
+        const reply = await forging.call(call)
+        return {
+          ...reply,
+          headers: { ...reply.headers, 'x-gpufabric-worker': 'forged', 'x-gpufabric-route': 'forged' },
+        }
+      },
+    }
+    delete (engine as Partial<Engine>).relay
+    await fabric.addWorker(engine, 'named-a')
+    await fabric.addWorker(createEchoEngine({ models: ['q'] }), 'named-b')
+    const plain = await fetch(`${fabric.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'q', messages: [] }),
+    })
+    await plain.arrayBuffer()
+    assert.match(plain.headers.get('x-gpufabric-worker') ?? '', /^named-[ab]$/)
+    assert.equal(plain.headers.get('x-gpufabric-route'), null)
+    for (let i = 0; i < 10; i++) {
+      const asked = await fetch(`${fabric.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${API_KEY}`,
+          'content-type': 'application/json',
+          'x-gpufabric-route': '1',
+        },
+        body: JSON.stringify({ model: 'q', messages: [] }),
+      })
+      await asked.arrayBuffer()
+      const worker = asked.headers.get('x-gpufabric-worker')
+      assert.match(worker ?? '', /^named-[ab]$/)
+      const route = asked.headers.get('x-gpufabric-route') ?? ''
+      assert.match(route, /^p2c of 2: named-[ab] load 0\.00, named-[ab] load 0\.00; chose named-[ab]; try 1$/)
+      assert.ok(route.includes(`chose ${worker}`), route)
+    }
+  } finally {
+    await fabric.close()
+  }
+})

@@ -526,6 +526,7 @@ export class Gateway {
       allow,
       pick: this.#pick,
       serves: this.#serves,
+      explain: res.req.headers['x-gpufabric-route'] !== undefined,
       queues: this.#options.registry.queues,
       maxAttempts: this.#maxAttempts,
       extraHeaders: limitHeaders,

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http'
 import { ErrorCodes } from '../../errors/index.js'
 import type { Lane, LaneExchange } from '../../routing/lanes.js'
 import type { Waiter, WaitQueues } from '../../routing/queue.js'
+import type { RouteExplanation } from '../../routing/registry.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import { type ApiFamily, sendError, streamErrorEvent } from './errors.js'
 import type { AnswerMeter } from './meter.js'
@@ -20,7 +21,10 @@ export interface RelayRequest {
     model: string,
     tried: Set<WorkerSession> | undefined,
     allow?: ReadonlySet<string>,
+    explain?: RouteExplanation,
   ) => WorkerSession | undefined
+  /** The request asked (header `x-gpufabric-route`) why it went where it went. */
+  readonly explain: boolean
   /** True when some worker could serve the request once it has room (waiting can help). */
   readonly serves: (
     model: string,
@@ -62,6 +66,8 @@ export class Relay implements LaneExchange, Waiter {
   /** Waiting in the model's queue now; until when it may wait (epoch ms; 0: never queued). */
   #waiting = false
   #queuedUntil = 0
+  /** Why the last pick chose its worker, when the request asked. */
+  #route: RouteExplanation | undefined
   /** Why no worker took it: the queue was full, or the wait ran out. */
   #why: 'full' | 'expired' | undefined
   readonly #onClose = () => {
@@ -89,7 +95,8 @@ export class Relay implements LaneExchange, Waiter {
     const res = this.#res
     const r = this.#r
     while (this.#attempts < r.maxAttempts && !res.destroyed) {
-      const worker = r.pick(r.model, this.#tried, r.allow)
+      if (r.explain) this.#route ??= { reason: '' }
+      const worker = r.pick(r.model, this.#tried, r.allow, this.#route)
       if (worker === undefined) {
         // Every eligible worker is at capacity: wait for room, when waiting can help.
         if (r.queues !== undefined && r.serves(r.model, this.#tried, r.allow) && this.#wait(r.queues)) return
@@ -189,9 +196,13 @@ export class Relay implements LaneExchange, Waiter {
     }
     let sized = false
     for (let i = 0; i < headers.length; i += 2) {
-      const name = headers[i]
+      const name = headers[i]!
       if (name === 'content-type') this.#contentType = headers[i + 1]!
-      else if (name === 'content-length') {
+      else if (name.startsWith('x-gpufabric-')) {
+        // Ours alone: an engine cannot speak for the fabric.
+        headers.splice(i, 2)
+        i -= 2
+      } else if (name === 'content-length') {
         // A worker's word on the body's length is checked, never trusted: a length the body
         // does not match would desync the user's keep-alive connection.
         const value = headers[i + 1]!
@@ -208,6 +219,11 @@ export class Relay implements LaneExchange, Waiter {
       this.#strip = new UsageStripper()
     }
     if (extraHeaders !== undefined) for (const name in extraHeaders) headers.push(name, extraHeaders[name]!)
+    headers.push('x-gpufabric-worker', this.#worker!.clientId)
+    if (this.#route !== undefined) {
+      const waited = this.#queuedUntil === 0 ? '' : '; waited in the queue'
+      headers.push('x-gpufabric-route', `${this.#route.reason}; try ${this.#attempts}${waited}`)
+    }
     const res = this.#res
     try {
       res.writeHead(status, headers)
