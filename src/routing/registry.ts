@@ -108,8 +108,11 @@ export class WorkerRegistry {
       if (explain !== undefined) explain.reason = 'p2c: the only worker serving the model'
       return eligible(list[0]!) ? list[0] : undefined
     }
+    // A key dedicated to a few workers: look at those, not at every worker of the model.
+    if (allow !== undefined && allow.size * 8 < n)
+      return this.#pickAllowed(model, list, eligible, allow, explain)
     // Two distinct positions, uniformly: the second among the n - 1 others.
-    for (let attempt = 0; attempt < 4; attempt++) {
+    for (let attempt = 0; attempt < 8; attempt++) {
       const i = (Math.random() * n) | 0
       const j = (i + 1 + ((Math.random() * (n - 1)) | 0)) % n
       const a = list[i]!
@@ -125,6 +128,32 @@ export class WorkerRegistry {
     const i = (Math.random() * pool.length) | 0
     const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
     return better(pool[i]!, pool[j]!, explain, n)
+  }
+
+  /** The pick among a small allow-list (a dedicated key's workers) that serve the model. */
+  #pickAllowed(
+    model: string,
+    list: readonly WorkerSession[],
+    eligible: (w: WorkerSession) => boolean,
+    allow: ReadonlySet<string>,
+    explain: RouteExplanation | undefined,
+  ): WorkerSession | undefined {
+    const name = list === this.#byModel.get(model) ? model : `${model}:latest`
+    const pool: WorkerSession[] = []
+    for (const id of allow) {
+      const w = this.#byClientId.get(id)
+      if (w === undefined || !eligible(w)) continue
+      // Serving the model under the name the list came from (the name, or its `:latest`).
+      if (w.models.includes(name)) pool.push(w)
+    }
+    if (pool.length <= 1) {
+      if (explain !== undefined)
+        explain.reason = `p2c: ${pool.length} of the key's ${allow.size} workers eligible`
+      return pool[0]
+    }
+    const i = (Math.random() * pool.length) | 0
+    const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
+    return better(pool[i]!, pool[j]!, explain, pool.length)
   }
 
   /** True when some routable worker could serve the request, room or not (so waiting can help). */

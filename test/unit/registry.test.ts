@@ -117,3 +117,23 @@ test('with most workers ineligible the pick still finds the eligible ones, evenl
   for (let i = 0; i < 20; i++) assert.equal(registry.pick('m', undefined, only)?.clientId, 'w31')
   assert.equal(registry.pick('m', new Set([all[7]!, all[31]!])), undefined)
 })
+
+test("a dedicated key's few workers are picked among directly, under a model's name or its :latest", () => {
+  const registry = new WorkerRegistry()
+  const all = Array.from({ length: 40 }, (_, i) => worker(`w${i}`, ['llama3:latest']))
+  for (const w of all) registry.add(w)
+  const allow = new Set(['w3', 'w17', 'not-connected'])
+  const seen = new Set<string>()
+  for (let i = 0; i < 200; i++) {
+    const w = registry.pick('llama3', undefined, allow)!
+    seen.add(w.clientId)
+    assert.equal(registry.pick('llama3:latest', undefined, allow)?.clientId.startsWith('w'), true)
+  }
+  assert.deepEqual([...seen].sort(), ['w17', 'w3'])
+  all[3]!.inflight = 5
+  const explain = { reason: '' }
+  assert.equal(registry.pick('llama3', undefined, allow, explain)?.clientId, 'w17')
+  assert.match(explain.reason, /chose w17/)
+  assert.equal(registry.pick('llama3', new Set([all[3]!, all[17]!]), allow), undefined)
+  assert.equal(registry.pick('mistral', undefined, allow), undefined)
+})
