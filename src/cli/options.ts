@@ -166,6 +166,13 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
   },
   ...telemetryOptions(),
   {
+    name: 'affinity',
+    type: 'string',
+    default: 'off',
+    description:
+      "keep requests together on one worker (engine prefix caches): off, session (x-gpufabric-session header or the OpenAI user field), prefix (the prompt's first ~512 tokens), auto (session, else prefix)",
+  },
+  {
     name: 'cors-origin',
     type: 'list',
     description:

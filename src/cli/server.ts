@@ -12,6 +12,7 @@ import { defaultDataDir, resolveOptions } from '../config/index.js'
 import { loadOrCreateSecret } from '../config/secrets.js'
 import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
 import { createLogger, type Logger } from '../observability/logger.js'
+import { AFFINITY_MODES, type AffinityMode } from '../routing/affinity.js'
 import { type FabricPorts, FabricServer, type WorkerEvents } from '../server/index.js'
 import { createStore, type KeyRecord, type Store } from '../store/index.js'
 import { openTelemetry, type Telemetry } from '../telemetry/index.js'
@@ -130,6 +131,7 @@ export async function startServerFromFlags(
     telemetryStats: () => telemetry.stats(),
     heartbeatIntervalMs: o['heartbeatIntervalMs'] as number,
     corsOrigins: (o['corsOrigin'] as string[] | undefined) ?? [],
+    affinity: affinityMode(o['affinity']),
     metricsOpen: o['metricsOpen'] === true,
     logger,
     pingIntervalMs: o['pingIntervalMs'] as number,
@@ -297,4 +299,15 @@ export function stopOnSignals(stop: () => Promise<void>): void {
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+}
+
+/** `--affinity`, checked. */
+function affinityMode(value: unknown): AffinityMode {
+  const mode = String(value ?? 'off')
+  if (!(AFFINITY_MODES as readonly string[]).includes(mode))
+    throw new FabricError(
+      ErrorCodes.CONFIG,
+      `--affinity is one of ${AFFINITY_MODES.join(', ')}, not '${mode}'`,
+    )
+  return mode as AffinityMode
 }

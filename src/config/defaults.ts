@@ -68,6 +68,13 @@ export const LIMITS = {
    * more is answered 503 with `retry-after` at once.
    */
   maxQueuedPerModel: 1_000,
+  /** Characters of a prompt's start that make its affinity key (about 512 tokens). */
+  affinityPrefixChars: 2_048,
+  /**
+   * Affinity's load bound: a worker whose requests in flight exceed this many times the average
+   * of the model's eligible workers (plus one) is passed over for the next in the key's order.
+   */
+  affinityLoadFactor: 1.25,
   /** Consecutive failed tries (before an answer starts) that put a worker out of rotation for a cooldown. */
   ejectAfterFailures: 3,
   /**

@@ -1,3 +1,5 @@
+import { LIMITS } from '../config/defaults.js'
+import { score } from './affinity.js'
 import { WaitQueues, type WaitQueuesOptions } from './queue.js'
 import type { WorkerSession } from './worker-session.js'
 
@@ -11,12 +13,28 @@ export interface RouteExplanation {
  * map hit plus a power-of-two-choices pick; nothing here allocates per request
  * beyond what the caller asks for.
  */
+/** Points per worker on a model's affinity ring: more spread keys more evenly. */
+const AFFINITY_VNODES = 64
+/** Ring points an affinity pick looks at before it falls back to the plain pick. */
+const AFFINITY_MAX_WALK = 64
+/** How old an affinity load bound may be. */
+const AFFINITY_LOAD_MS = 10
+
+/** A model's consistent-hashing ring: points sorted, each with its worker. */
+interface Ring {
+  readonly points: Uint32Array
+  readonly owners: readonly WorkerSession[]
+}
+
 export class WorkerRegistry {
   readonly #byClientId = new Map<string, WorkerSession>()
   readonly #byModel = new Map<string, WorkerSession[]>()
   readonly #byDataToken = new Map<string, WorkerSession>()
   /** Requests waiting for a worker with room, per model. */
   readonly queues: WaitQueues
+  /** Affinity's hash ring per model (dropped when the model's workers change), and load bounds. */
+  readonly #rings = new Map<string, Ring>()
+  readonly #loads = new Map<string, { at: number; bound: number }>()
 
   constructor(options: { queues?: WaitQueuesOptions | undefined } = {}) {
     this.queues = new WaitQueues(options.queues)
@@ -130,6 +148,95 @@ export class WorkerRegistry {
     return better(pool[i]!, pool[j]!, explain, n)
   }
 
+  /**
+   * Picks by affinity (bounded-load consistent hashing): the key's place on the model's hash
+   * ring (`AFFINITY_VNODES` points per worker), then the first worker clockwise that is eligible
+   * (as `pick`) and whose requests in flight are under the bound, `affinityLoadFactor` times
+   * the model's average (plus one). Removing a worker moves only the keys it held; a hot key
+   * spills to the next workers on the ring. O(log points) plus a short walk (at most
+   * `AFFINITY_MAX_WALK` points, then the plain pick); the ring is rebuilt lazily when the
+   * model's workers change, and the average load is recomputed at most every `AFFINITY_LOAD_MS`.
+   */
+  pickAffine(
+    model: string,
+    key: number,
+    exclude?: ReadonlySet<WorkerSession>,
+    allow?: ReadonlySet<string>,
+    explain?: RouteExplanation,
+  ): WorkerSession | undefined {
+    const list = this.#candidates(model)
+    if (list === undefined) return undefined
+    const name = list === this.#byModel.get(model) ? model : `${model}:latest`
+    const ring = this.#ring(name, list)
+    const now = Date.now()
+    const bound = this.#loadBound(name, list, now)
+    const { points, owners } = ring
+    const n = points.length
+    // The first point at or after the key (wrapping around).
+    let lo = 0
+    let hi = n
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (points[mid]! < key) lo = mid + 1
+      else hi = mid
+    }
+    const home = owners[lo % n]!
+    const walk = Math.min(n, AFFINITY_MAX_WALK)
+    for (let step = 0; step < walk; step++) {
+      const w = owners[(lo + step) % n]!
+      if (exclude?.has(w) || (allow !== undefined && !allow.has(w.clientId)) || !w.routable) continue
+      if (w.inflight >= bound || (w.capacity > 0 && w.inflight >= w.capacity)) continue
+      if (w.cooldownUntil !== 0 && !(w.cooldownUntil <= now && w.inflight === 0)) continue
+      if (explain !== undefined)
+        explain.reason =
+          w === home
+            ? `affinity: ${w.clientId}, the key's home among ${list.length}`
+            : `affinity: ${w.clientId}, spilled from ${home.clientId} (full, cooling down, unavailable or above the load bound ${bound})`
+      return w
+    }
+    const picked = this.pick(model, exclude, allow, explain)
+    if (explain !== undefined)
+      explain.reason = `affinity: no worker near the key under the load bound ${bound}; ${explain.reason}`
+    return picked
+  }
+
+  /** The model's hash ring, built when first needed after its workers changed. */
+  #ring(name: string, list: readonly WorkerSession[]): Ring {
+    let ring = this.#rings.get(name)
+    if (ring !== undefined) return ring
+    const n = list.length * AFFINITY_VNODES
+    const raw = new Uint32Array(n)
+    for (let i = 0; i < list.length; i++)
+      for (let v = 0; v < AFFINITY_VNODES; v++) raw[i * AFFINITY_VNODES + v] = score(list[i]!.seed, v + 1)
+    const order = Array.from({ length: n }, (_, k) => k).sort((a, b) => raw[a]! - raw[b]!)
+    const points = new Uint32Array(n)
+    const owners: WorkerSession[] = new Array(n)
+    for (let k = 0; k < n; k++) {
+      points[k] = raw[order[k]!]!
+      owners[k] = list[Math.floor(order[k]! / AFFINITY_VNODES)]!
+    }
+    ring = { points, owners }
+    this.#rings.set(name, ring)
+    return ring
+  }
+
+  /** The load bound of a model's workers: from their average in flight, at most `AFFINITY_LOAD_MS` old. */
+  #loadBound(name: string, list: readonly WorkerSession[], now: number): number {
+    let load = this.#loads.get(name)
+    if (load === undefined || now - load.at > AFFINITY_LOAD_MS) {
+      let total = 0
+      let count = 0
+      for (const w of list) {
+        if (!w.routable) continue
+        total += w.inflight
+        count++
+      }
+      load = { at: now, bound: Math.ceil((LIMITS.affinityLoadFactor * (total + 1)) / Math.max(1, count)) }
+      this.#loads.set(name, load)
+    }
+    return load.bound
+  }
+
   /** The pick among a small allow-list (a dedicated key's workers) that serve the model. */
   #pickAllowed(
     model: string,
@@ -171,6 +278,7 @@ export class WorkerRegistry {
 
   #index(session: WorkerSession): void {
     for (const model of session.models) {
+      this.#rings.delete(model)
       const list = this.#byModel.get(model)
       if (list === undefined) this.#byModel.set(model, [session])
       else if (!list.includes(session)) list.push(session)
@@ -179,6 +287,7 @@ export class WorkerRegistry {
 
   #unindex(session: WorkerSession): void {
     for (const model of session.models) {
+      this.#rings.delete(model)
       const list = this.#byModel.get(model)
       if (list === undefined) continue
       const i = list.indexOf(session)

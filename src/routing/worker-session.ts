@@ -2,6 +2,7 @@ import type { ClientHttp2Session } from 'node:http2'
 import { LIMITS, TIMEOUTS } from '../config/defaults.js'
 import type { ControlChannel, Metrics } from '../protocol/index.js'
 import type { EngineType } from '../worker/engines/types.js'
+import { hash32 } from './affinity.js'
 import { type Lane, LaneLink } from './lanes.js'
 
 /** A logged-in worker as the server sees it: its control channel and its data links. */
@@ -34,6 +35,8 @@ export class WorkerSession {
   cooldownUntil = 0
   /** Cooldowns in a row: the backoff's exponent. */
   cooldowns = 0
+  /** This worker's rendezvous-hashing seed (affinity). */
+  readonly seed: number
   bytesToWorker = 0
   bytesFromWorker = 0
   readonly #links: LaneLink[] = []
@@ -63,6 +66,7 @@ export class WorkerSession {
     this.hostname = init.hostname
     this.os = init.os
     this.capacity = init.capacity ?? 0
+    this.seed = hash32(init.clientId)
     this.credential = init.credential
     this.userId = init.userId
   }
@@ -90,8 +94,10 @@ export class WorkerSession {
 
   /** True when at least one data link can carry a request. */
   get routable(): boolean {
-    for (const link of this.#links) if (!link.closed) return true
-    return false
+    // Links leave the list when they close; one closing right now still fails its lane, and
+    // the request then tries another worker.
+    const links = this.#links
+    return links.length > 0 && (links.length > 1 || !links[0]!.closed)
   }
 
   /** Open data links. */

@@ -8,6 +8,7 @@ import { defaultEdgeLimits, type EdgeLimits, type PortName } from '../config/def
 import type { Logger } from '../observability/logger.js'
 import { silentLogger } from '../observability/logger.js'
 import { ServerMetrics } from '../observability/metrics.js'
+import type { AffinityMode } from '../routing/affinity.js'
 import type { WaitQueuesOptions } from '../routing/queue.js'
 import { WorkerRegistry } from '../routing/registry.js'
 import type { WorkerSession } from '../routing/worker-session.js'
@@ -56,6 +57,8 @@ export interface FabricServerOptions {
   readonly pingIntervalMs?: number
   readonly pingDeadlineMs?: number
   readonly heartbeatIntervalMs?: number
+  /** Keep sessions or prompt prefixes on one worker (engines' prefix caches). @default 'off' */
+  readonly affinity?: AffinityMode | undefined
   /** Requests waiting for a worker with room (defaults: `LIMITS.maxQueuedPerModel`, `TIMEOUTS.queueWaitMs`). */
   readonly queues?: WaitQueuesOptions | undefined
   /** Management API: CORS allow-list (`*`: any); empty or absent: off. */
@@ -178,6 +181,7 @@ export class FabricServer {
       registry,
       keys,
       rateLimiter: options.rateLimiter,
+      affinity: options.affinity,
       telemetry: options.telemetry,
       metrics: this.metrics,
       logger: logger.child({ component: 'gateway' }),

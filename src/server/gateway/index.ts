@@ -15,6 +15,7 @@ import { type ErrorCode, ErrorCodes } from '../../errors/index.js'
 import type { Logger } from '../../observability/logger.js'
 import { RESPONSE_ROUTE, type ServerMetrics, type StampedResponse } from '../../observability/metrics.js'
 import { encodeLaneRequest } from '../../protocol/lane.js'
+import { type AffinityMode, affinityKey, SESSION_HEADER } from '../../routing/affinity.js'
 import type { WorkerRegistry } from '../../routing/registry.js'
 import type { TelemetryPublisher } from '../../telemetry/publisher.js'
 import { TLS13 } from '../../tls/index.js'
@@ -65,6 +66,8 @@ export interface GatewayOptions {
   readonly port: number
   readonly registry: WorkerRegistry
   readonly keys: KeyAuthenticator
+  /** Keep sessions or prompt prefixes on one worker (see routing/affinity.ts). @default 'off' */
+  readonly affinity?: AffinityMode | undefined
   /** Per-key request and token limits; none when absent. */
   readonly rateLimiter?: RateLimiter | undefined
   /** Logs requests of shared keys; none when absent. */
@@ -113,6 +116,8 @@ export class Gateway {
   #drained: (() => void) | undefined
   readonly #pick: WorkerRegistry['pick']
   readonly #serves: WorkerRegistry['serves']
+  readonly #pickAffine: WorkerRegistry['pickAffine']
+  readonly #affinity: AffinityMode
   readonly #tls: boolean
   /** A response's 'close' listener (one function for every response: `this` is the response). */
   readonly #onResponseClosed: (this: StampedResponse) => void
@@ -131,6 +136,8 @@ export class Gateway {
     this.#idleMs = options.idleTimeoutMs ?? TIMEOUTS.idleMs
     this.#pick = options.registry.pick.bind(options.registry)
     this.#serves = options.registry.serves.bind(options.registry)
+    this.#pickAffine = options.registry.pickAffine.bind(options.registry)
+    this.#affinity = options.affinity ?? 'off'
     // Each request's failures stay with that request: a bug or an input we did not foresee
     // answers 500 (or cuts that one response), never the process and its other requests.
     const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -526,6 +533,11 @@ export class Gateway {
       allow,
       pick: this.#pick,
       serves: this.#serves,
+      pickAffine: this.#pickAffine,
+      affinity:
+        this.#affinity === 'off'
+          ? undefined
+          : affinityKey(this.#affinity, f.request, res.req.headers[SESSION_HEADER]),
       explain: res.req.headers['x-gpufabric-route'] !== undefined,
       queues: this.#options.registry.queues,
       maxAttempts: this.#maxAttempts,

@@ -23,6 +23,15 @@ export interface RelayRequest {
     allow?: ReadonlySet<string>,
     explain?: RouteExplanation,
   ) => WorkerSession | undefined
+  /** The request's affinity key (session or prompt prefix); none: the plain pick. */
+  readonly affinity: number | undefined
+  readonly pickAffine: (
+    model: string,
+    key: number,
+    tried: Set<WorkerSession> | undefined,
+    allow?: ReadonlySet<string>,
+    explain?: RouteExplanation,
+  ) => WorkerSession | undefined
   /** The request asked (header `x-gpufabric-route`) why it went where it went. */
   readonly explain: boolean
   /** True when some worker could serve the request once it has room (waiting can help). */
@@ -96,7 +105,10 @@ export class Relay implements LaneExchange, Waiter {
     const r = this.#r
     while (this.#attempts < r.maxAttempts && !res.destroyed) {
       if (r.explain) this.#route ??= { reason: '' }
-      const worker = r.pick(r.model, this.#tried, r.allow, this.#route)
+      const worker =
+        r.affinity === undefined
+          ? r.pick(r.model, this.#tried, r.allow, this.#route)
+          : r.pickAffine(r.model, r.affinity, this.#tried, r.allow, this.#route)
       if (worker === undefined) {
         // Every eligible worker is at capacity: wait for room, when waiting can help.
         if (r.queues !== undefined && r.serves(r.model, this.#tried, r.allow) && this.#wait(r.queues)) return
