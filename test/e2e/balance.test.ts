@@ -5,23 +5,10 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { createEchoEngine } from '../../src/worker/engines/echo.js'
-import type { Engine } from '../../src/worker/engines/types.js'
 import { API_KEY, startFabric } from '../helpers/fabric.js'
+import { delayedEcho } from '../helpers/sessions.js'
 
-function delayed(ms: number): Engine {
-  const echo = createEchoEngine({ models: ['b'] })
-  const engine: Engine = {
-    ...echo,
-    async call(call) {
-      await sleep(ms)
-      return echo.call(call)
-    },
-  }
-  delete (engine as Partial<Engine>).relay
-  return engine
-}
+const delayed = (ms: number) => delayedEcho(['b'], ms)
 
 /** `clients` loops of `each` requests one after the other; the answering worker of each. */
 async function load(baseUrl: string, clients: number, each: number): Promise<Map<string, number>> {

@@ -4,25 +4,13 @@
  */
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { createEchoEngine } from '../../src/worker/engines/echo.js'
-import type { Engine } from '../../src/worker/engines/types.js'
 import { API_KEY, startFabric } from '../helpers/fabric.js'
+import { delayedEcho } from '../helpers/sessions.js'
 
 const SYSTEM = 'You answer questions about the GPUFabric manual. '.repeat(60)
 
-function slow(delayMs: number): Engine {
-  const echo = createEchoEngine({ models: ['a'] })
-  const engine: Engine = {
-    ...echo,
-    async call(call) {
-      await sleep(delayMs)
-      return echo.call(call)
-    },
-  }
-  delete (engine as Partial<Engine>).relay
-  return engine
-}
+const slow = (delayMs: number) => delayedEcho(['a'], delayMs)
 
 async function ask(baseUrl: string, question: string, system = SYSTEM) {
   const res = await fetch(`${baseUrl}/v1/chat/completions`, {

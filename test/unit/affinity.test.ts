@@ -1,30 +1,10 @@
 import assert from 'node:assert/strict'
-import type { ClientHttp2Session } from 'node:http2'
 import { test } from 'node:test'
-import type { ControlChannel } from '../../src/protocol/index.js'
 import { affinityKey, hash32 } from '../../src/routing/affinity.js'
 import { WorkerRegistry } from '../../src/routing/registry.js'
-import { WorkerSession } from '../../src/routing/worker-session.js'
+import { fakeSession } from '../helpers/sessions.js'
 
-function worker(clientId: string, capacity = 0): WorkerSession {
-  const session = new WorkerSession({
-    sessionId: clientId,
-    clientId,
-    engineType: 'echo',
-    channel: { closed: false, close() {} } as unknown as ControlChannel,
-    dataToken: `token-${clientId}`,
-    models: ['m'],
-    remoteAddress: '127.0.0.1',
-    capacity,
-  })
-  session.addLink({
-    closed: false,
-    destroyed: false,
-    once() {},
-    destroy() {},
-  } as unknown as ClientHttp2Session)
-  return session
-}
+const worker = (clientId: string, capacity = 0) => fakeSession(clientId, ['m'], { capacity })
 
 test('consistent hashing: a key keeps its worker; removing a worker moves only the keys it had', () => {
   const registry = new WorkerRegistry()

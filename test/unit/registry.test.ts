@@ -1,30 +1,11 @@
 import assert from 'node:assert/strict'
-import type { ClientHttp2Session } from 'node:http2'
 import { test } from 'node:test'
-import type { ControlChannel } from '../../src/protocol/index.js'
 import { WorkerRegistry } from '../../src/routing/registry.js'
-import { WorkerSession } from '../../src/routing/worker-session.js'
+import type { WorkerSession } from '../../src/routing/worker-session.js'
+import { fakeSession } from '../helpers/sessions.js'
 
-function worker(clientId: string, models: string[], routable = true): WorkerSession {
-  const session = new WorkerSession({
-    sessionId: clientId,
-    clientId,
-    engineType: 'echo',
-    channel: { closed: false, close() {} } as unknown as ControlChannel,
-    dataToken: `token-${clientId}`,
-    models,
-    remoteAddress: '127.0.0.1',
-  })
-  if (routable) {
-    session.addLink({
-      closed: false,
-      destroyed: false,
-      once() {},
-      destroy() {},
-    } as unknown as ClientHttp2Session)
-  }
-  return session
-}
+const worker = (clientId: string, models: string[], routable = true) =>
+  fakeSession(clientId, models, { routable })
 
 test('pick only returns workers that serve the model', () => {
   const registry = new WorkerRegistry()
