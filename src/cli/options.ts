@@ -166,6 +166,13 @@ export const SERVER_OPTIONS: readonly OptionSpec[] = [
   },
   ...telemetryOptions(),
   {
+    name: 'routing',
+    type: 'string',
+    default: 'p2c',
+    description:
+      'how a worker is chosen among those with room: p2c (the less loaded of two random ones), least-outstanding (the least loaded of all), weighted-round-robin (turns weighted by capacity)',
+  },
+  {
     name: 'affinity',
     type: 'string',
     default: 'off',

@@ -13,6 +13,7 @@ import { loadOrCreateSecret } from '../config/secrets.js'
 import { ErrorCodes, FabricError, isFabricError } from '../errors/index.js'
 import { createLogger, type Logger } from '../observability/logger.js'
 import { AFFINITY_MODES, type AffinityMode } from '../routing/affinity.js'
+import { ROUTING_STRATEGIES, type RoutingStrategy } from '../routing/registry.js'
 import { type FabricPorts, FabricServer, type WorkerEvents } from '../server/index.js'
 import { createStore, type KeyRecord, type Store } from '../store/index.js'
 import { openTelemetry, type Telemetry } from '../telemetry/index.js'
@@ -132,6 +133,7 @@ export async function startServerFromFlags(
     heartbeatIntervalMs: o['heartbeatIntervalMs'] as number,
     corsOrigins: (o['corsOrigin'] as string[] | undefined) ?? [],
     affinity: affinityMode(o['affinity']),
+    routing: routingStrategy(o['routing']),
     metricsOpen: o['metricsOpen'] === true,
     logger,
     pingIntervalMs: o['pingIntervalMs'] as number,
@@ -310,4 +312,15 @@ function affinityMode(value: unknown): AffinityMode {
       `--affinity is one of ${AFFINITY_MODES.join(', ')}, not '${mode}'`,
     )
   return mode as AffinityMode
+}
+
+/** `--routing`, checked. */
+function routingStrategy(value: unknown): RoutingStrategy {
+  const strategy = String(value ?? 'p2c')
+  if (!(ROUTING_STRATEGIES as readonly string[]).includes(strategy))
+    throw new FabricError(
+      ErrorCodes.CONFIG,
+      `--routing is one of ${ROUTING_STRATEGIES.join(', ')}, not '${strategy}'`,
+    )
+  return strategy as RoutingStrategy
 }

@@ -13,6 +13,14 @@ export interface RouteExplanation {
  * map hit plus a power-of-two-choices pick; nothing here allocates per request
  * beyond what the caller asks for.
  */
+/** How `pick` chooses: two random candidates (default), every candidate, or weighted turns. */
+export type RoutingStrategy = 'p2c' | 'least-outstanding' | 'weighted-round-robin'
+export const ROUTING_STRATEGIES: readonly RoutingStrategy[] = [
+  'p2c',
+  'least-outstanding',
+  'weighted-round-robin',
+]
+
 /** Points per worker on a model's affinity ring: more spread keys more evenly. */
 const AFFINITY_VNODES = 64
 /** Ring points an affinity pick looks at before it falls back to the plain pick. */
@@ -36,8 +44,14 @@ export class WorkerRegistry {
   readonly #rings = new Map<string, Ring>()
   readonly #loads = new Map<string, { at: number; bound: number }>()
 
-  constructor(options: { queues?: WaitQueuesOptions | undefined } = {}) {
+  /** How `pick` chooses among the eligible workers. */
+  readonly strategy: RoutingStrategy
+
+  constructor(
+    options: { queues?: WaitQueuesOptions | undefined; strategy?: RoutingStrategy | undefined } = {},
+  ) {
     this.queues = new WaitQueues(options.queues)
+    this.strategy = options.strategy ?? 'p2c'
   }
 
   /** Number of logged-in workers. */
@@ -123,9 +137,11 @@ export class WorkerRegistry {
       (allow === undefined || allow.has(w.clientId))
     const n = list.length
     if (n === 1) {
-      if (explain !== undefined) explain.reason = 'p2c: the only worker serving the model'
+      if (explain !== undefined) explain.reason = `${this.strategy}: the only worker serving the model`
       return eligible(list[0]!) ? list[0] : undefined
     }
+    if (this.strategy === 'least-outstanding') return leastOutstanding(list, eligible, explain)
+    if (this.strategy === 'weighted-round-robin') return weightedRoundRobin(list, eligible, explain)
     // A key dedicated to a few workers: look at those, not at every worker of the model.
     if (allow !== undefined && allow.size * 8 < n)
       return this.#pickAllowed(model, list, eligible, allow, explain)
@@ -295,6 +311,58 @@ export class WorkerRegistry {
       if (list.length === 0) this.#byModel.delete(model)
     }
   }
+}
+
+/** Every eligible worker looked at; the least loaded wins, a tie by a fair coin. O(workers of the model). */
+function leastOutstanding(
+  list: readonly WorkerSession[],
+  eligible: (w: WorkerSession) => boolean,
+  explain: RouteExplanation | undefined,
+): WorkerSession | undefined {
+  let best: WorkerSession | undefined
+  let bestLoad = Number.POSITIVE_INFINITY
+  let ties = 0
+  let count = 0
+  for (const w of list) {
+    if (!eligible(w)) continue
+    count++
+    const l = load(w)
+    if (l < bestLoad) {
+      best = w
+      bestLoad = l
+      ties = 1
+    } else if (l === bestLoad && Math.random() * ++ties < 1) best = w
+  }
+  if (explain !== undefined && best !== undefined)
+    explain.reason = `least-outstanding of ${count}: ${best.clientId} load ${bestLoad.toFixed(2)}`
+  return best
+}
+
+/**
+ * Smooth weighted round robin (each worker's weight is its stated capacity, else 1): every
+ * pick adds each eligible worker's weight to its running credit, takes the one with the most
+ * credit and charges it the total. Over a round every worker gets its weight's share, spread
+ * out rather than in bursts. O(workers of the model).
+ */
+function weightedRoundRobin(
+  list: readonly WorkerSession[],
+  eligible: (w: WorkerSession) => boolean,
+  explain: RouteExplanation | undefined,
+): WorkerSession | undefined {
+  let best: WorkerSession | undefined
+  let total = 0
+  for (const w of list) {
+    if (!eligible(w)) continue
+    const weight = w.capacity > 0 ? w.capacity : 1
+    w.credit += weight
+    total += weight
+    if (best === undefined || w.credit > best.credit) best = w
+  }
+  if (best === undefined) return undefined
+  best.credit -= total
+  if (explain !== undefined)
+    explain.reason = `weighted-round-robin: ${best.clientId} (weight ${best.capacity > 0 ? best.capacity : 1} of ${total})`
+  return best
 }
 
 /** The less loaded of two; `a` on a tie (both are random draws). */

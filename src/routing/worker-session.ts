@@ -35,7 +35,9 @@ export class WorkerSession {
   cooldownUntil = 0
   /** Cooldowns in a row: the backoff's exponent. */
   cooldowns = 0
-  /** This worker's rendezvous-hashing seed (affinity). */
+  /** Running credit of weighted round robin. */
+  credit = 0
+  /** This worker's hashing seed (affinity). */
   readonly seed: number
   bytesToWorker = 0
   bytesFromWorker = 0

@@ -10,7 +10,7 @@ import { silentLogger } from '../observability/logger.js'
 import { ServerMetrics } from '../observability/metrics.js'
 import type { AffinityMode } from '../routing/affinity.js'
 import type { WaitQueuesOptions } from '../routing/queue.js'
-import { WorkerRegistry } from '../routing/registry.js'
+import { type RoutingStrategy, WorkerRegistry } from '../routing/registry.js'
 import type { WorkerSession } from '../routing/worker-session.js'
 import type { Store } from '../store/index.js'
 import type { TelemetryPublisher } from '../telemetry/publisher.js'
@@ -57,6 +57,8 @@ export interface FabricServerOptions {
   readonly pingIntervalMs?: number
   readonly pingDeadlineMs?: number
   readonly heartbeatIntervalMs?: number
+  /** How a worker is chosen among the eligible ones. @default 'p2c' */
+  readonly routing?: RoutingStrategy | undefined
   /** Keep sessions or prompt prefixes on one worker (engines' prefix caches). @default 'off' */
   readonly affinity?: AffinityMode | undefined
   /** Requests waiting for a worker with room (defaults: `LIMITS.maxQueuedPerModel`, `TIMEOUTS.queueWaitMs`). */
@@ -107,7 +109,7 @@ export class FabricServer {
   readonly throttle: CredentialThrottle
 
   constructor(options: FabricServerOptions) {
-    this.registry = new WorkerRegistry({ queues: options.queues })
+    this.registry = new WorkerRegistry({ queues: options.queues, strategy: options.routing })
     const logger = options.logger ?? silentLogger()
     this.#logger = logger
     this.metrics = new ServerMetrics(this.registry, options.telemetryStats)

@@ -249,6 +249,8 @@ test('`consumer` needs Kafka, and `server` refuses a bad --consume or --batch-si
   for (const [flag, value, says] of [
     ['--consume', 'sometimes', /--consume must be auto, on or off/],
     ['--batch-size', '0', /--batch-size must be at least 1/],
+    ['--routing', 'random', /--routing is one of p2c, least-outstanding, weighted-round-robin/],
+    ['--affinity', 'sticky', /--affinity is one of off, session, prefix, auto/],
   ] as const) {
     const bad = spawnSync(process.execPath, [CLI, 'server', flag, value, '--data-dir', join(dir, 's')])
     assert.equal(bad.status, 2, `${flag} ${value}`)

@@ -118,3 +118,40 @@ test("a dedicated key's few workers are picked among directly, under a model's n
   assert.equal(registry.pick('llama3', new Set([all[3]!, all[17]!]), allow), undefined)
   assert.equal(registry.pick('mistral', undefined, allow), undefined)
 })
+
+test('weighted round robin gives each worker its capacity share of every round, spread out', () => {
+  const registry = new WorkerRegistry({ strategy: 'weighted-round-robin' })
+  const workers = [1, 1, 2, 4].map((capacity, i) => fakeSession(`w${i}`, ['m'], { capacity }))
+  for (const w of workers) registry.add(w)
+  const counts = new Map<string, number>()
+  const order: string[] = []
+  for (let i = 0; i < 80; i++) {
+    const w = registry.pick('m')!
+    order.push(w.clientId)
+    counts.set(w.clientId, (counts.get(w.clientId) ?? 0) + 1)
+  }
+  assert.deepEqual(Object.fromEntries(counts), { w0: 10, w1: 10, w2: 20, w3: 40 })
+  // Smooth: the heaviest worker never gets more than two turns in a row.
+  assert.ok(!order.join(',').includes('w3,w3,w3'), order.join(','))
+  const explain = { reason: '' }
+  registry.pick('m', undefined, undefined, explain)
+  assert.match(explain.reason, /^weighted-round-robin: w\d \(weight \d of 8\)$/)
+})
+
+test('least outstanding takes the least loaded of all, ties shared', () => {
+  const registry = new WorkerRegistry({ strategy: 'least-outstanding' })
+  const workers = [3, 1, 2, 1].map((inflight, i) => {
+    const w = fakeSession(`w${i}`, ['m'])
+    w.inflight = inflight
+    registry.add(w)
+    return w
+  })
+  const counts = new Map<string, number>()
+  for (let i = 0; i < 2_000; i++) {
+    const w = registry.pick('m')!
+    counts.set(w.clientId, (counts.get(w.clientId) ?? 0) + 1)
+  }
+  assert.deepEqual([...counts.keys()].sort(), ['w1', 'w3'])
+  assert.ok(counts.get('w1')! > 800 && counts.get('w3')! > 800, JSON.stringify([...counts]))
+  assert.equal(registry.pick('m', new Set([workers[1]!, workers[3]!]))?.clientId, 'w2')
+})
