@@ -47,48 +47,43 @@ export class WaitQueues {
 
   /** Queues `waiter` at the tail; false (counted) when the model's queue is full. */
   wait(model: string, waiter: Waiter): boolean {
-    let queue = this.#byModel.get(model)
-    if (queue === undefined) {
-      queue = []
-      this.#byModel.set(model, queue)
-    }
+    const queue = this.#queue(model)
     if (queue.length >= this.maxPerModel) {
       this.refused++
       return false
     }
     queue.push(waiter)
-    const timer = setTimeout(() => {
-      if (this.#remove(model, waiter)) {
-        this.expired++
-        waiter.expire()
-      }
-    }, this.waitMs)
-    timer.unref()
-    this.#timers.set(waiter, timer)
-    this.#retry ??= setInterval(() => this.#retryHeads(), this.#retryMs).unref()
+    this.#arm(model, waiter, this.waitMs)
     return true
   }
 
   /** Puts a woken waiter that found no room back at the head, keeping its original deadline. */
   requeue(model: string, waiter: Waiter, deadlineLeftMs: number): void {
+    const queue = this.#queue(model)
+    queue.unshift(waiter)
+    this.#arm(model, waiter, Math.max(0, deadlineLeftMs))
+  }
+
+  /** The waiter's deadline, and the retry tick while anything waits. */
+  #arm(model: string, waiter: Waiter, ms: number): void {
+    const timer = setTimeout(() => {
+      if (this.#remove(model, waiter)) {
+        this.expired++
+        waiter.expire()
+      }
+    }, ms)
+    timer.unref()
+    this.#timers.set(waiter, timer)
+    this.#retry ??= setInterval(() => this.#retryHeads(), this.#retryMs).unref()
+  }
+
+  #queue(model: string): Waiter[] {
     let queue = this.#byModel.get(model)
     if (queue === undefined) {
       queue = []
       this.#byModel.set(model, queue)
     }
-    queue.unshift(waiter)
-    const timer = setTimeout(
-      () => {
-        if (this.#remove(model, waiter)) {
-          this.expired++
-          waiter.expire()
-        }
-      },
-      Math.max(0, deadlineLeftMs),
-    )
-    timer.unref()
-    this.#timers.set(waiter, timer)
-    this.#retry ??= setInterval(() => this.#retryHeads(), this.#retryMs).unref()
+    return queue
   }
 
   /** Takes a waiter out (its user went away). */

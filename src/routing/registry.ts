@@ -131,7 +131,7 @@ export class WorkerRegistry {
     // A worker at its stated capacity takes nothing more (the request waits in the queue).
     const eligible = (w: WorkerSession) =>
       w.routable &&
-      (w.capacity === 0 || w.inflight < w.capacity) &&
+      w.hasRoom &&
       w.inRotation() &&
       !exclude?.has(w) &&
       (allow === undefined || allow.has(w.clientId))
@@ -153,15 +153,7 @@ export class WorkerRegistry {
       const b = list[j]!
       if (eligible(a) && eligible(b)) return better(a, b, explain, n)
     }
-    const pool = list.filter(eligible)
-    if (pool.length <= 1) {
-      if (explain !== undefined)
-        explain.reason = `p2c: ${pool.length} of ${n} workers eligible (routable, with room, in rotation, allowed)`
-      return pool[0]
-    }
-    const i = (Math.random() * pool.length) | 0
-    const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
-    return better(pool[i]!, pool[j]!, explain, n)
+    return twoOf(list.filter(eligible), explain, `${n} workers`)
   }
 
   /**
@@ -184,8 +176,7 @@ export class WorkerRegistry {
     if (list === undefined) return undefined
     const name = list === this.#byModel.get(model) ? model : `${model}:latest`
     const ring = this.#ring(name, list)
-    const now = Date.now()
-    const bound = this.#loadBound(name, list, now)
+    const bound = this.#loadBound(name, list)
     const { points, owners } = ring
     const n = points.length
     // The first point at or after the key (wrapping around).
@@ -201,8 +192,7 @@ export class WorkerRegistry {
     for (let step = 0; step < walk; step++) {
       const w = owners[(lo + step) % n]!
       if (exclude?.has(w) || (allow !== undefined && !allow.has(w.clientId)) || !w.routable) continue
-      if (w.inflight >= bound || (w.capacity > 0 && w.inflight >= w.capacity)) continue
-      if (w.cooldownUntil !== 0 && !(w.cooldownUntil <= now && w.inflight === 0)) continue
+      if (w.inflight >= bound || !w.hasRoom || !w.inRotation()) continue
       if (explain !== undefined)
         explain.reason =
           w === home
@@ -237,7 +227,8 @@ export class WorkerRegistry {
   }
 
   /** The load bound of a model's workers: from their average in flight, at most `AFFINITY_LOAD_MS` old. */
-  #loadBound(name: string, list: readonly WorkerSession[], now: number): number {
+  #loadBound(name: string, list: readonly WorkerSession[]): number {
+    const now = Date.now()
     let load = this.#loads.get(name)
     if (load === undefined || now - load.at > AFFINITY_LOAD_MS) {
       let total = 0
@@ -269,14 +260,7 @@ export class WorkerRegistry {
       // Serving the model under the name the list came from (the name, or its `:latest`).
       if (w.models.includes(name)) pool.push(w)
     }
-    if (pool.length <= 1) {
-      if (explain !== undefined)
-        explain.reason = `p2c: ${pool.length} of the key's ${allow.size} workers eligible`
-      return pool[0]
-    }
-    const i = (Math.random() * pool.length) | 0
-    const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
-    return better(pool[i]!, pool[j]!, explain, pool.length)
+    return twoOf(pool, explain, `the key's ${allow.size} workers`)
   }
 
   /** True when some routable worker could serve the request, room or not (so waiting can help). */
@@ -308,7 +292,10 @@ export class WorkerRegistry {
       if (list === undefined) continue
       const i = list.indexOf(session)
       if (i >= 0) list.splice(i, 1)
-      if (list.length === 0) this.#byModel.delete(model)
+      if (list.length === 0) {
+        this.#byModel.delete(model)
+        this.#loads.delete(model)
+      }
     }
   }
 }
@@ -363,6 +350,18 @@ function weightedRoundRobin(
   if (explain !== undefined)
     explain.reason = `weighted-round-robin: ${best.clientId} (weight ${best.capacity > 0 ? best.capacity : 1} of ${total})`
   return best
+}
+
+/** p2c over workers already known eligible (collected from `among`, for the explanation). */
+function twoOf(pool: readonly WorkerSession[], explain: RouteExplanation | undefined, among: string) {
+  if (pool.length <= 1) {
+    if (explain !== undefined)
+      explain.reason = `p2c: ${pool.length} of ${among} eligible (routable, with room, in rotation, allowed)`
+    return pool[0]
+  }
+  const i = (Math.random() * pool.length) | 0
+  const j = (i + 1 + ((Math.random() * (pool.length - 1)) | 0)) % pool.length
+  return better(pool[i]!, pool[j]!, explain, pool.length)
 }
 
 /** The less loaded of two; `a` on a tie (both are random draws). */

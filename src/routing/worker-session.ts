@@ -89,6 +89,11 @@ export class WorkerSession {
     this.cooldownUntil = 0
   }
 
+  /** Below its stated capacity (a worker that stated none always has room). */
+  get hasRoom(): boolean {
+    return this.capacity === 0 || this.inflight < this.capacity
+  }
+
   /** Whether a request may go here now as far as failures go: in rotation, or a probe's turn. */
   inRotation(): boolean {
     return this.cooldownUntil === 0 || (this.cooldownUntil <= Date.now() && this.inflight === 0)

@@ -260,7 +260,17 @@ test('a user key with scope read sees only its own workers, keys and usage', asy
   assert.equal(aliceRead.status, 201)
   assert.equal(aliceRead.body['scope'], 'read')
   const key = aliceRead.body['key'] as string
-  await admin(server, 'POST', '/api/v1/keys', { user: 'bob', name: 'bob key' })
+  // One metered request each for Alice and Bob, so that usage has rows of both users.
+  for (const user of ['alice', 'bob']) {
+    const inference = await admin(server, 'POST', '/api/v1/keys', { user, name: `${user} key` })
+    const res = await fetch(`${server.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${inference.body['key']}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'echo', messages: [{ role: 'user', content: 'metered' }] }),
+    })
+    assert.equal(res.status, 200)
+    await res.arrayBuffer()
+  }
 
   const me = await call(key, 'GET', '/api/v1/me')
   assert.deepEqual(me.body, {
@@ -285,9 +295,20 @@ test('a user key with scope read sees only its own workers, keys and usage', asy
   const keys = (await call(key, 'GET', '/api/v1/keys')).body['keys'] as { userId: string }[]
   assert.ok(keys.length >= 2)
   assert.ok(keys.every((k) => k.userId === aliceId))
-  const usage = (await call(key, 'GET', '/api/v1/usage?userId=someone-else')).body['usage'] as {
+  // The admin sees both users' usage; Alice's key only hers, whatever user it asks for.
+  let allUsage: { userId: string }[] = []
+  const deadline = Date.now() + 10_000
+  while (Date.now() < deadline) {
+    allUsage = (await call(ADMIN_KEY, 'GET', '/api/v1/usage')).body['usage'] as { userId: string }[]
+    if (allUsage.some((u) => u.userId === aliceId) && allUsage.some((u) => u.userId !== aliceId)) break
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  const bobId = allUsage.find((u) => u.userId !== aliceId)?.userId
+  assert.ok(bobId !== undefined, JSON.stringify(allUsage))
+  const usage = (await call(key, 'GET', `/api/v1/usage?userId=${bobId}`)).body['usage'] as {
     userId: string
   }[]
+  assert.ok(usage.length > 0)
   assert.ok(usage.every((u) => u.userId === aliceId))
   const users = (await call(key, 'GET', '/api/v1/users')).body['users'] as { id: string }[]
   assert.deepEqual(

@@ -1,7 +1,6 @@
 /** Our own management routes, `/api/v1/...`, declared with their schemas. */
-import { createRoute, type RouteConfig, z } from '@hono/zod-openapi'
-import type { KeyManager } from '../../auth/manage.js'
-import { type CreateKeyInput, publicKeyView } from '../../auth/manage.js'
+import { z } from '@hono/zod-openapi'
+import { type CreateKeyInput, type KeyManager, publicKeyView } from '../../auth/manage.js'
 import { ErrorCodes, FabricError } from '../../errors/index.js'
 import type { WorkerSession } from '../../routing/worker-session.js'
 import type { Store, StoreTelemetry, UsageDailyRecord, WorkerRecord } from '../../store/index.js'
@@ -90,10 +89,6 @@ const UNAVAILABLE = {
   503: json(ErrorBody, 'the database is needed and unreachable, or not configured'),
 } as const
 
-function route<R extends RouteConfig>(config: R): R {
-  return createRoute(config)
-}
-
 /** Normalises a key-creation body: snake_case and the CLI's short names are accepted too. */
 const FIELD_ALIASES: Record<string, string> = {
   rpm: 'rpmLimit',
@@ -171,26 +166,26 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
   for (const path of ['/health', '/api/v1/health'] as const)
     openapi(
       app,
-      route({
+      {
         method: 'get',
         path,
         tags: ['health'],
         summary: 'Liveness (no key needed)',
         security: [],
         responses: { 200: json(Health, 'the server is up') },
-      }),
+      },
       (c) => c.json(health(), 200),
     )
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/me',
       tags: ['access'],
       summary: 'Who the presented key is: the admin, or a user with a scope',
       responses: { 200: json(Me, 'the caller'), ...ERRORS },
-    }),
+    },
     async (c) => {
       const caller = c.get('caller')
       if (caller.role === 'admin')
@@ -210,13 +205,13 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/workers',
       tags: ['workers'],
       summary: 'Connected workers with their latest readings (every GPU); a user key sees its own',
       responses: { 200: json(WorkerList, 'the workers connected to this server'), ...ERRORS },
-    }),
+    },
     (c) => {
       const caller = c.get('caller')
       const workers = [...registry.workers()].filter((w) => maySee(caller, w.userId)).map(describeWorker)
@@ -226,14 +221,14 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/workers/{id}',
       tags: ['workers'],
       summary: 'One worker: live when connected, else as the database knows it',
       request: { params: IdParam },
       responses: { 200: json(z.union([LiveWorker, StoredWorker]), 'the worker'), ...ERRORS, ...NOT_FOUND },
-    }),
+    },
     async (c) => {
       const { id } = c.req.valid('param')
       const caller = c.get('caller')
@@ -248,7 +243,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/workers/{id}/stats',
       tags: ['workers', 'telemetry'],
@@ -263,7 +258,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
         }),
       },
       responses: { 200: json(WorkerStats, 'the statistics'), ...ERRORS, ...NOT_FOUND, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const { id } = c.req.valid('param')
       const { heartbeats: count } = c.req.valid('query')
@@ -291,13 +286,13 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/models',
       tags: ['models'],
       summary: 'Models served now, with the workers serving them (a user key sees its own workers)',
       responses: { 200: json(ModelList, 'the models'), ...ERRORS },
-    }),
+    },
     (c) => {
       const caller = c.get('caller')
       const workers = [...registry.workers()]
@@ -317,13 +312,13 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/stats',
       tags: ['telemetry'],
       summary: 'Server-wide figures: workers, in-flight requests, connection budgets, telemetry (admin)',
       responses: { 200: json(Stats, 'the figures'), ...ERRORS },
-    }),
+    },
     (c) => {
       requireAdmin(c.get('caller'), 'server statistics')
       let inflight = 0
@@ -349,7 +344,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/usage',
       tags: ['usage'],
@@ -357,7 +352,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
       description: "A user key sees its own user's usage only (`userId` is then ignored).",
       request: { query: UsageQuery },
       responses: { 200: json(UsageList, 'usage rows, oldest day first'), ...ERRORS, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const q = c.req.valid('query')
       if (q.from !== undefined && q.to !== undefined && q.from > q.to)
@@ -380,13 +375,13 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/keys',
       tags: ['keys'],
       summary: "API keys and worker tokens (never the keys themselves); a user key sees its own user's",
       responses: { 200: json(KeyList, 'the keys'), ...ERRORS, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const userId = ownUser(c.get('caller'))
       const list = await keys().list(userId === undefined ? undefined : { userId })
@@ -396,14 +391,14 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/keys/{id}',
       tags: ['keys'],
       summary: 'One key',
       request: { params: IdParam },
       responses: { 200: json(KeyView, 'the key'), ...ERRORS, ...NOT_FOUND, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const record = await keys().get(c.req.valid('param').id)
       if (record === undefined || !maySee(c.get('caller'), record.userId))
@@ -425,7 +420,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'post',
       path: '/api/v1/keys',
       tags: ['keys'],
@@ -434,7 +429,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
         'A user key with scope `manage` creates keys for its own user only (`user` absent or its own name), with at most its own scope.',
       request: { body: { content: { 'application/json': { schema: CreateKeyBody } }, required: true } },
       responses: { 201: json(NewKeySecret, 'the new key'), ...ERRORS, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const body = c.req.valid('json')
       const caller = c.get('caller')
@@ -485,14 +480,14 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
   ] as const)
     openapi(
       app,
-      route({
+      {
         method,
         path,
         tags: ['keys'],
         summary: 'Revoke a key (every server forgets it within a second)',
         request: { params: IdParam },
         responses: { 200: json(Revoked, 'revoked'), ...ERRORS, ...NOT_FOUND, ...UNAVAILABLE },
-      }),
+      },
       async (c) => {
         const record = await changeable(c.req.valid('param').id, c.get('caller'))
         const revoked = await keys().revoke(record.id)
@@ -503,7 +498,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'patch',
       path: '/api/v1/keys/{id}',
       tags: ['keys'],
@@ -513,7 +508,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
         body: { content: { 'application/json': { schema: UpdateKeyBody } }, required: true },
       },
       responses: { 200: json(KeyView, 'the key as it is now'), ...ERRORS, ...NOT_FOUND, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const record = await changeable(c.req.valid('param').id, c.get('caller'))
       const b = c.req.valid('json')
@@ -533,7 +528,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'post',
       path: '/api/v1/keys/{id}/rotate',
       tags: ['keys'],
@@ -545,7 +540,7 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
         ...NOT_FOUND,
         ...UNAVAILABLE,
       },
-    }),
+    },
     async (c) => {
       const record = await changeable(c.req.valid('param').id, c.get('caller'))
       const rotated = await keys().rotate(record.id)
@@ -555,14 +550,14 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/requests',
       tags: ['usage'],
       summary: "The request log, newest first (a user key sees its own user's requests)",
       request: { query: RequestsQuery },
       responses: { 200: json(RequestList, 'requests'), ...ERRORS, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const q = c.req.valid('query')
       const userId = ownUser(c.get('caller'))
@@ -578,13 +573,13 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'get',
       path: '/api/v1/users',
       tags: ['users'],
       summary: 'Users (a user key sees itself)',
       responses: { 200: json(UserList, 'users'), ...ERRORS, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       const userId = ownUser(c.get('caller'))
       const users = (await store().listUsers()).filter((u) => userId === undefined || u.id === userId)
@@ -594,14 +589,14 @@ export function registerV1Routes(app: ApiApp, deps: ApiDeps): void {
 
   openapi(
     app,
-    route({
+    {
       method: 'post',
       path: '/api/v1/users',
       tags: ['users'],
       summary: 'Create a user (or return the existing one of that name) (admin)',
       request: { body: { content: { 'application/json': { schema: CreateUserBody } }, required: true } },
       responses: { 201: json(User, 'the user'), ...ERRORS, ...UNAVAILABLE },
-    }),
+    },
     async (c) => {
       requireAdmin(c.get('caller'), 'creating users')
       const user = await store().ensureUser(c.req.valid('json').name)
